@@ -1,0 +1,73 @@
+"""What one trial does: data, backbones, model, training and metrics. Knows Keras, never Optuna.
+
+Importing this package does not import TensorFlow; training functions import it on first use."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._backbones import BACKBONES, Backbone, get_backbone, resolve_weights
+from ._config import CONFIG_FIELDS, DEFAULT_CONFIG, TrialConfig, check_config_value, config_field_type
+from ._data import (
+    DataSpec,
+    ImageDataset,
+    LabeledFiles,
+    TrialData,
+    decode_image,
+    decode_images,
+    scan_image_folder,
+    stratified_split,
+)
+from ._errors import BackboneError, ConfigError, DataError, ObjectiveError
+from ._metrics import METRIC_DIRECTIONS, classification_metrics
+from ._train import TrialResult, load_model, predict_files, read_model_metadata, save_model, train_trial
+
+__all__ = [
+    "BACKBONES",
+    "Backbone",
+    "BackboneError",
+    "CONFIG_FIELDS",
+    "ConfigError",
+    "DEFAULT_CONFIG",
+    "DataError",
+    "DataSpec",
+    "EpochHistory",
+    "ImageDataset",
+    "LabeledFiles",
+    "METRIC_DIRECTIONS",
+    "ObjectiveError",
+    "TrialConfig",
+    "TrialData",
+    "TrialResult",
+    "build_model",
+    "check_config_value",
+    "classification_metrics",
+    "config_field_type",
+    "decode_image",
+    "decode_images",
+    "get_backbone",
+    "load_model",
+    "predict_files",
+    "read_model_metadata",
+    "resolve_weights",
+    "save_model",
+    "scan_image_folder",
+    "stratified_split",
+    "train_trial",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # Keras-backed names load TensorFlow, so they are resolved only when asked for.
+    if name == "EpochHistory":
+        from ._keras import import_keras
+
+        import_keras()
+        from ._layers import EpochHistory
+
+        return EpochHistory
+    if name == "build_model":
+        from ._model import build_model
+
+        return build_model
+    raise AttributeError(f"module 'objectives' has no attribute {name!r}")

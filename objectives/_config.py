@@ -1,0 +1,174 @@
+"""TrialConfig: everything one training run needs, as a frozen dataclass that round-trips
+through plain dicts and YAML. Unknown keys and bad values are errors that name them."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ._backbones import BACKBONES
+from ._errors import ConfigError
+
+
+def _number(name: str, value: Any, kind: type) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    if kind is int:
+        if isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"{name} must be a whole number, got {value!r}")
+        return int(value)
+    if not math.isfinite(float(value)):
+        raise ConfigError(f"{name} must be finite, got {value!r}")
+    return float(value)
+
+
+def _positive_int(name: str, value: Any) -> int:
+    number = _number(name, value, int)
+    if number < 1:
+        raise ConfigError(f"{name} must be at least 1, got {value!r}")
+    return number
+
+
+def _fraction(name: str, value: Any, *, closed_top: bool) -> float:
+    number = _number(name, value, float)
+    if number < 0 or number > 1 or (not closed_top and number == 1):
+        top = "1" if closed_top else "below 1"
+        raise ConfigError(f"{name} must be between 0 and {top}, got {value!r}")
+    return number
+
+
+def _check_backbone(name: str, value: Any) -> str:
+    if value not in BACKBONES:
+        raise ConfigError(f"unknown backbone {value!r}; choose one of: {', '.join(BACKBONES)}")
+    return str(value)
+
+
+def _check_image_size(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    size = _number(name, value, int)
+    if size < 32 or size > 1024:
+        raise ConfigError(f"image_size must be between 32 and 1024 pixels, got {value!r}")
+    return size
+
+
+def _check_weights(name: str, value: Any) -> str:
+    if value is None:
+        return "none"
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"weights must be imagenet, none or a path, got {value!r}")
+    lowered = value.strip().lower()
+    return lowered if lowered in ("imagenet", "none") else value
+
+
+def _check_learning_rate(name: str, value: Any) -> float:
+    rate = _number(name, value, float)
+    if not 0 < rate < 1:
+        raise ConfigError(f"learning_rate must be between 0 and 1 (exclusive), got {value!r}")
+    return rate
+
+
+def _check_alpha(name: str, value: Any) -> float:
+    alpha = _number(name, value, float)
+    if not 0 < alpha <= 2:
+        raise ConfigError(f"alpha (MobileNet width) must be in (0, 2], got {value!r}")
+    return alpha
+
+
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def _check_seed(name: str, value: Any) -> int:
+    seed = _number(name, value, int)
+    if seed < 0:
+        raise ConfigError(f"seed must be 0 or more, got {value!r}")
+    return seed
+
+
+# name -> (python type used for search ranges, validator)
+_FIELD_CHECKS: dict[str, tuple[type, Callable[[str, Any], Any]]] = {
+    "backbone": (str, _check_backbone),
+    "image_size": (int, _check_image_size),
+    "weights": (str, _check_weights),
+    "alpha": (float, _check_alpha),
+    "learning_rate": (float, _check_learning_rate),
+    "epochs": (int, _positive_int),
+    "batch_size": (int, _positive_int),
+    "dense_units": (int, _positive_int),
+    "dropout": (float, lambda n, v: _fraction(n, v, closed_top=False)),
+    "augmentation": (bool, _check_bool),
+    "fine_tune_fraction": (float, lambda n, v: _fraction(n, v, closed_top=True)),
+    "seed": (int, _check_seed),
+}
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """One training run. Defaults are the survey template's (InceptionV3, lr 1e-4, 20 epochs,
+    batch 5, Dense 256 + Dropout 0.5, augmentation on, frozen backbone)."""
+
+    backbone: str = "InceptionV3"
+    image_size: int | None = None  # None: the backbone's default input size
+    weights: str = "imagenet"  # imagenet | none | a weights file or a folder of them
+    alpha: float = 1.0  # width multiplier, MobileNet and MobileNetV2 only
+    learning_rate: float = 1e-4
+    epochs: int = 20
+    batch_size: int = 5
+    dense_units: int = 256
+    dropout: float = 0.5
+    augmentation: bool = True
+    fine_tune_fraction: float = 0.0  # share of backbone layers, from the top, that train
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name, (_, check) in _FIELD_CHECKS.items():
+            object.__setattr__(self, name, check(name, getattr(self, name)))
+        if self.alpha != 1.0 and not BACKBONES[self.backbone].has_alpha:
+            raise ConfigError(
+                f"alpha {self.alpha:g} only applies to MobileNet and MobileNetV2, not {self.backbone}; "
+                "remove alpha or set it to 1.0"
+            )
+
+    @property
+    def resolved_image_size(self) -> int:
+        """The input size in pixels: image_size, or the backbone's default."""
+        return self.image_size or BACKBONES[self.backbone].default_size
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrialConfig":
+        """Build from a plain mapping; unknown keys are an error that names them."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"a trial config must be a mapping of settings, got {type(values).__name__}")
+        unknown = sorted(set(values) - set(_FIELD_CHECKS))
+        if unknown:
+            raise ConfigError(
+                f"unknown config key {unknown[0]!r}; known keys: {', '.join(_FIELD_CHECKS)}"
+            )
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "TrialConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def config_field_type(name: str) -> type:
+    """The Python type of a TrialConfig field (str, int, float or bool)."""
+    return _FIELD_CHECKS[name][0]
+
+
+def check_config_value(name: str, value: Any) -> Any:
+    """Validate one field on its own (used by search space files); names the field on error."""
+    if name not in _FIELD_CHECKS:
+        raise ConfigError(f"unknown config key {name!r}; known keys: {', '.join(_FIELD_CHECKS)}")
+    return _FIELD_CHECKS[name][1](name, value)
+
+
+CONFIG_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrialConfig))
+DEFAULT_CONFIG = TrialConfig()

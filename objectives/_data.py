@@ -1,0 +1,252 @@
+"""Image folders: scanning, fingerprinting, decoding once per size, and stratified splits.
+
+Input is a folder of class subfolders (`TRAIN/<class>/<image>`), optionally with a separate
+validation folder of the same classes; without one, a seeded stratified split is taken."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ._errors import DataError
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
+
+@dataclass(frozen=True)
+class LabeledFiles:
+    """Image files with integer labels indexing `class_names` (sorted folder names)."""
+
+    class_names: tuple[str, ...]
+    paths: tuple[Path, ...]
+    labels: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def _looks_like_image(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(8)
+    except OSError as error:
+        raise DataError(f"cannot read {path} ({error.strerror}); check its permissions") from None
+    if head.startswith(_PNG_MAGIC) or head.startswith(_JPEG_MAGIC):
+        return True
+    if path.suffix.lower() in _IMAGE_SUFFIXES:
+        raise DataError(f"{path} is named like an image but is not a PNG or JPEG file; remove or replace it")
+    return False
+
+
+def scan_image_folder(folder: str | os.PathLike[str], class_names: Sequence[str] | None = None,
+                      *, role: str = "data") -> LabeledFiles:
+    """List the PNG/JPEG files of each class subfolder (by content, not by file extension)."""
+    root = Path(folder).expanduser()
+    if not root.exists():
+        raise DataError(f"{role} folder {root} does not exist; pass a folder holding one subfolder per class")
+    if not root.is_dir():
+        raise DataError(f"{role} folder {root} is not a folder; pass a folder holding one subfolder per class")
+    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not found:
+        raise DataError(
+            f"{role} folder {root} has no class subfolders; put each class's images in {root}/<class name>/"
+        )
+    if class_names is None:
+        if len(found) < 2:
+            raise DataError(
+                f"{role} folder {root} has only one class ({found[0]!r}); a classifier needs at least two "
+                "class subfolders"
+            )
+        class_names = found
+    elif sorted(found) != sorted(class_names):
+        raise DataError(
+            f"{role} folder {root} has classes {found} but the training data has {list(class_names)}; "
+            "use the same class subfolder names"
+        )
+    paths: list[Path] = []
+    labels: list[int] = []
+    for label, name in enumerate(class_names):
+        class_dir = root / name
+        images = sorted(
+            p for p in class_dir.rglob("*")
+            if p.is_file() and not p.name.startswith(".") and _looks_like_image(p)
+        )
+        if not images:
+            raise DataError(f"class folder {class_dir} holds no PNG or JPEG images; add images or remove it")
+        paths.extend(images)
+        labels.extend([label] * len(images))
+    return LabeledFiles(tuple(class_names), tuple(paths), tuple(labels))
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def fingerprint_files(parts: dict[str, LabeledFiles], roots: dict[str, Path]) -> dict[str, Any]:
+    """Class names, file count and a content hash over relative paths, labels and file bytes."""
+    digest = hashlib.sha256()
+    count = 0
+    class_names: tuple[str, ...] = ()
+    for part, files in parts.items():
+        class_names = files.class_names
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            file_hashes = list(pool.map(_file_digest, files.paths))
+        for path, label, file_hash in zip(files.paths, files.labels, file_hashes):
+            relative = path.relative_to(roots[part]).as_posix()
+            digest.update(f"{part}\0{files.class_names[label]}\0{relative}\0{file_hash}\n".encode())
+        count += len(files)
+    return {"class_names": list(class_names), "file_count": count, "content_hash": digest.hexdigest()}
+
+
+def decode_image(path: Path, size: int) -> np.ndarray:
+    """Decode PNG/JPEG (grayscale, RGB, RGBA, 16-bit) to a size x size x 3 uint8 array."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                pixels = np.asarray(image, dtype=np.float64)
+                top = pixels.max() or 1.0
+                image = Image.fromarray((pixels * (255.0 / top)).astype(np.uint8), mode="L")
+            image = image.convert("RGB")
+            if image.size != (size, size):
+                image = image.resize((size, size), Image.Resampling.BILINEAR)
+            return np.asarray(image, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        raise DataError(f"image {path} cannot be decoded ({error}); remove or replace the file") from None
+
+
+def decode_images(paths: Sequence[Path], size: int) -> np.ndarray:
+    """Decode many files in threads (Pillow releases the GIL while decoding)."""
+    if not paths:
+        return np.zeros((0, size, size, 3), dtype=np.uint8)
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
+        return np.stack(list(pool.map(lambda p: decode_image(p, size), paths)))
+
+
+def stratified_split(labels: Sequence[int], validation_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded stratified train/validation indices (scikit-learn's train_test_split)."""
+    from sklearn.model_selection import train_test_split
+
+    labels_array = np.asarray(labels)
+    counts = np.bincount(labels_array)
+    if counts.min() < 2:
+        raise DataError(
+            f"a class has only {counts.min()} image(s); a stratified split needs at least 2 per class "
+            "(add images or pass a separate validation folder)"
+        )
+    n_classes = len(counts)
+    n_val = max(n_classes, int(round(validation_fraction * len(labels_array))))
+    if len(labels_array) - n_val < n_classes:
+        raise DataError(
+            f"validation fraction {validation_fraction} leaves too few training images; lower it"
+        )
+    indices = np.arange(len(labels_array))
+    train, val = train_test_split(indices, test_size=n_val, stratify=labels_array, random_state=seed)
+    return np.sort(train), np.sort(val)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where a study's images live and how validation is taken; stored on the study."""
+
+    data_dir: str
+    val_dir: str | None = None
+    validation_fraction: float = 0.2
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.validation_fraction < 1:
+            raise DataError(
+                f"validation fraction must be between 0 and 1, got {self.validation_fraction}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"data_dir": self.data_dir, "val_dir": self.val_dir,
+                "validation_fraction": self.validation_fraction, "split_seed": self.split_seed}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "DataSpec":
+        return cls(**{k: values[k] for k in ("data_dir", "val_dir", "validation_fraction", "split_seed")
+                      if k in values})
+
+
+@dataclass(frozen=True)
+class TrialData:
+    """Decoded, split arrays for one image size: uint8 images, integer labels."""
+
+    class_names: tuple[str, ...]
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+@dataclass
+class ImageDataset:
+    """A scanned data spec: file lists, fingerprint, and decoded arrays cached per image size."""
+
+    spec: DataSpec
+    train_files: LabeledFiles
+    val_files: LabeledFiles | None
+    fingerprint: dict[str, Any]
+    _cache: dict[int, TrialData] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def open(cls, spec: DataSpec) -> "ImageDataset":
+        train = scan_image_folder(spec.data_dir, role="data")
+        parts = {"train": train}
+        roots = {"train": Path(spec.data_dir).expanduser()}
+        val = None
+        if spec.val_dir:
+            val = scan_image_folder(spec.val_dir, train.class_names, role="validation")
+            parts["val"] = val
+            roots["val"] = Path(spec.val_dir).expanduser()
+        else:
+            stratified_split(train.labels, spec.validation_fraction, spec.split_seed)  # fail early
+        return cls(spec, train, val, fingerprint_files(parts, roots))
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.train_files.class_names
+
+    def check_decodable(self) -> None:
+        """Decode every image once at a tiny size so corrupt files are reported up front."""
+        for files in (self.train_files, self.val_files):
+            if files is not None:
+                decode_images(files.paths, 8)
+
+    def arrays(self, image_size: int) -> TrialData:
+        """Decode and split once per image size; later trials reuse the arrays in memory."""
+        if image_size not in self._cache:
+            images = decode_images(self.train_files.paths, image_size)
+            labels = np.asarray(self.train_files.labels, dtype=np.int64)
+            if self.val_files is not None:
+                x_val = decode_images(self.val_files.paths, image_size)
+                y_val = np.asarray(self.val_files.labels, dtype=np.int64)
+                x_train, y_train = images, labels
+            else:
+                train_index, val_index = stratified_split(
+                    labels, self.spec.validation_fraction, self.spec.split_seed)
+                x_train, y_train = images[train_index], labels[train_index]
+                x_val, y_val = images[val_index], labels[val_index]
+            self._cache[image_size] = TrialData(self.class_names, x_train, y_train, x_val, y_val)
+        return self._cache[image_size]
+
+    def all_arrays(self, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every training image (no validation split), for retraining a final model."""
+        images = decode_images(self.train_files.paths, image_size)
+        return images, np.asarray(self.train_files.labels, dtype=np.int64)

@@ -1,0 +1,54 @@
+"""Keras pieces medsweep adds to a model; imported only when building or loading one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+from ._backbones import get_backbone
+
+
+@keras.saving.register_keras_serializable(package="medsweep")
+class BackbonePreprocess(keras.layers.Layer):
+    """Applies the backbone's own `preprocess_input` inside the model, so a saved model takes
+    raw 0-255 RGB images and needs no separate preprocessing step at prediction time."""
+
+    def __init__(self, backbone: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.backbone = backbone
+        self._preprocess = get_backbone(backbone).preprocess_function()
+
+    def call(self, inputs: Any) -> Any:
+        return self._preprocess(inputs)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "backbone": self.backbone}
+
+
+class EpochHistory(keras.callbacks.Callback):
+    """Records every epoch's logs as they happen, so a trial stopped early (pruned, killed)
+    still has the curves it reached."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history: dict[str, list[float]] = {}
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+
+
+def augmentation_block(seed: int) -> keras.Sequential:
+    """The template's ImageDataGenerator settings (shear 0.2, zoom 0.2, rotation 20 degrees,
+    shifts 0.2, horizontal flip) as Keras preprocessing layers, active only in training."""
+    return keras.Sequential(
+        [
+            keras.layers.RandomShear(x_factor=0.2, y_factor=0.2, fill_mode="nearest", seed=seed),
+            keras.layers.RandomZoom(0.2, fill_mode="nearest", seed=seed + 1),
+            keras.layers.RandomRotation(20 / 360, fill_mode="nearest", seed=seed + 2),
+            keras.layers.RandomTranslation(0.2, 0.2, fill_mode="nearest", seed=seed + 3),
+            keras.layers.RandomFlip("horizontal", seed=seed + 4),
+        ],
+        name="augmentation",
+    )

@@ -1,0 +1,34 @@
+"""Orchestration: studies, search spaces, samplers, pruners, workers, export and the CLI."""
+
+from ._errors import USER_ERRORS, MedsweepError, SpaceError, StudyError, WorkerError
+from ._export import export_best, package_versions, read_export, train_from_export, write_export
+from ._space import DEFAULT_SPACE, SURVEY_BACKBONES, SearchSpace
+from ._status import status_report
+from ._study import PRUNERS, StudySettings, create_study, load_study, make_pruner, make_sampler
+from ._worker import WorkerSummary, budget_used, run_worker
+
+__all__ = [
+    "DEFAULT_SPACE",
+    "MedsweepError",
+    "PRUNERS",
+    "SURVEY_BACKBONES",
+    "SearchSpace",
+    "SpaceError",
+    "StudyError",
+    "StudySettings",
+    "USER_ERRORS",
+    "WorkerError",
+    "WorkerSummary",
+    "budget_used",
+    "create_study",
+    "export_best",
+    "load_study",
+    "make_pruner",
+    "make_sampler",
+    "package_versions",
+    "read_export",
+    "run_worker",
+    "status_report",
+    "train_from_export",
+    "write_export",
+]

@@ -1,0 +1,58 @@
+"""`medsweep status`: a table of a study's trials and its best so far."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def trial_rows(study: optuna.Study) -> list[dict[str, str]]:
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        duration = trial.duration.total_seconds() if trial.duration else None
+        epochs = len(trial.intermediate_values)
+        note = trial.user_attrs.get("fail_reason", "") if trial.state == TrialState.FAIL else ""
+        rows.append({
+            "trial": str(trial.number),
+            "state": trial.state.name,
+            "value": "" if trial.value is None else f"{trial.value:.4f}",
+            "epochs": str(epochs) if epochs else "",
+            "seconds": "" if duration is None else f"{duration:.1f}",
+            "params": " ".join(f"{k}={_format_value(v)}" for k, v in trial.params.items()),
+            "note": note,
+        })
+    return rows
+
+
+def format_table(rows: list[dict[str, str]]) -> str:
+    if not rows:
+        return "(no trials yet)"
+    columns = [c for c in rows[0] if any(r[c] for r in rows) or c in ("trial", "state")]
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns).rstrip()]
+    lines += ["  ".join(r[c].ljust(widths[c]) for c in columns).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def status_report(study: optuna.Study, metric: str) -> str:
+    """The trial table, counts by state and the best trial so far."""
+    rows = trial_rows(study)
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["state"]] = counts.get(row["state"], 0) + 1
+    summary = ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items())) or "no trials"
+    lines = [f"study {study.study_name}: {summary}", format_table(rows)]
+    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if completed:
+        best = study.best_trial
+        params = ", ".join(f"{k}={_format_value(v)}" for k, v in best.params.items())
+        lines.append(f"best: trial {best.number}, {metric} {best.value:.4f} ({params})")
+    return "\n".join(lines)

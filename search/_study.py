@@ -1,0 +1,110 @@
+"""Studies: creation with the metadata a remote worker needs (data location and fingerprint,
+space, objective, pruner), and loading them back with the right sampler and pruner."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from objectives import METRIC_DIRECTIONS, DataSpec, ImageDataset
+from storage import describe_storage
+
+from ._errors import StudyError
+from ._space import SearchSpace
+
+PRUNERS = ("median", "hyperband", "none")
+METRICS = tuple(METRIC_DIRECTIONS)
+SETTINGS_KEY = "medsweep"
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    """MedianPruner stops a trial below the median of earlier trials at the same epoch; it
+    waits for 2 finished trials and 1 epoch, because medical studies are short and costly."""
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise StudyError(f"unknown pruner {name!r}; choose one of: {', '.join(PRUNERS)}")
+
+
+def make_sampler(seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """TPE with constant liar, so parallel workers do not all sample near the same point."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
+                                          n_startup_trials=5)
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """What `medsweep create` stored on the study (its `medsweep` user attribute)."""
+
+    data: DataSpec
+    fingerprint: dict[str, Any]
+    space: dict[str, Any]
+    metric: str
+    direction: str
+    pruner: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"data": self.data.to_dict(), "fingerprint": self.fingerprint, "space": self.space,
+                "metric": self.metric, "direction": self.direction, "pruner": self.pruner}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "StudySettings":
+        return cls(DataSpec.from_dict(values["data"]), values["fingerprint"], values["space"],
+                   values["metric"], values["direction"], values["pruner"])
+
+    @property
+    def search_space(self) -> SearchSpace:
+        return SearchSpace(self.space)
+
+
+def study_exists(storage: Any, name: str) -> bool:
+    return any(s.study_name == name for s in optuna.get_all_study_summaries(storage, include_best_trial=False))
+
+
+def create_study(storage: Any, name: str, dataset: ImageDataset, space: SearchSpace, *,
+                 metric: str = "auc", pruner: str = "median", resume: bool = False) -> optuna.Study:
+    """Create a study with its settings, or reopen it with `resume`; nothing is written when the
+    study exists and `resume` is off."""
+    if metric not in METRIC_DIRECTIONS:
+        raise StudyError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
+    make_pruner(pruner)
+    if study_exists(storage, name):
+        if not resume:
+            raise StudyError(
+                f"study {name!r} already exists in {describe_storage(storage.url)}; pass --resume to keep "
+                "using it, or choose another name"
+            )
+        return load_study(storage, name)[0]
+    settings = StudySettings(dataset.spec, dataset.fingerprint, space.to_dict(), metric,
+                             METRIC_DIRECTIONS[metric], pruner)
+    study = optuna.create_study(storage=storage, study_name=name, direction=settings.direction,
+                                sampler=make_sampler(), pruner=make_pruner(pruner))
+    study.set_user_attr(SETTINGS_KEY, settings.to_dict())
+    return study
+
+
+def load_study(storage: Any, name: str, *, sampler_seed: int | None = None) -> tuple[optuna.Study, StudySettings]:
+    """Open an existing medsweep study with the sampler and pruner its settings name."""
+    if not study_exists(storage, name):
+        known = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+        listing = ", ".join(known) if known else "none"
+        raise StudyError(
+            f"study {name!r} does not exist in {describe_storage(storage.url)} (studies there: {listing}); "
+            "create it with `medsweep create`"
+        )
+    bare = optuna.load_study(study_name=name, storage=storage)
+    raw = bare.user_attrs.get(SETTINGS_KEY)
+    if not raw:
+        raise StudyError(f"study {name!r} was not created by medsweep (no settings stored); create one with `medsweep create`")
+    settings = StudySettings.from_dict(raw)
+    study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(sampler_seed),
+                              pruner=make_pruner(settings.pruner))
+    return study, settings

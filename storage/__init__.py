@@ -1,0 +1,34 @@
+"""Where studies live: storage URL resolution, engine options, health checks, secret masking.
+
+Only this package knows the shape of a storage URL; everything else receives a resolved URL
+or an Optuna storage from it."""
+
+from ._errors import StorageError
+from ._url import (
+    DEFAULT_STORAGE_URL,
+    MAX_OVERFLOW,
+    POOL_SIZE,
+    STORAGE_ENV,
+    check_storage,
+    describe_storage,
+    engine_options,
+    mask_secrets,
+    mask_url,
+    open_storage,
+    resolve_storage_url,
+)
+
+__all__ = [
+    "DEFAULT_STORAGE_URL",
+    "MAX_OVERFLOW",
+    "POOL_SIZE",
+    "STORAGE_ENV",
+    "StorageError",
+    "check_storage",
+    "describe_storage",
+    "engine_options",
+    "mask_secrets",
+    "mask_url",
+    "open_storage",
+    "resolve_storage_url",
+]
