@@ -6,6 +6,11 @@
 # root, so as root the server runs as the `postgres` user in a folder that user owns.
 set -euo pipefail
 
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+   && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "with-postgres: installing PostgreSQL 15 from Debian" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null
+fi
 for tool in initdb pg_ctl postgres; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     for dir in /usr/lib/postgresql/*/bin; do [ -x "$dir/$tool" ] && PATH="$dir:$PATH"; done

@@ -1,0 +1,25 @@
+# Fresh-machine entry points: `make demo` and `make test` do all set-up themselves.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: install demo test bench clean
+
+$(BIN)/medsweep: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(BIN)/medsweep
+
+demo: install
+	$(BIN)/medsweep demo
+
+# Starts a throwaway PostgreSQL 15 on 127.0.0.1 for the run and stops it afterwards.
+test: install
+	scripts/with-postgres.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) medsweep-demo *.egg-info
