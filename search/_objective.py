@@ -3,7 +3,7 @@ optuna-integration Keras pruning callback, and write the trial record the design
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import optuna
 
@@ -30,10 +30,12 @@ def describe_exception(error: BaseException) -> str:
 class TrialObjective:
     """Callable objective for `study.optimize`; the dataset decodes each image size once."""
 
-    def __init__(self, settings: StudySettings, dataset: ImageDataset) -> None:
+    def __init__(self, settings: StudySettings, dataset: ImageDataset, callbacks: Sequence[Any] = ()) -> None:
         self.settings = settings
         self.dataset = dataset
         self.space = settings.search_space
+        # Keras callbacks the worker adds to every fit (stop on SIGTERM, progress per epoch).
+        self.callbacks = list(callbacks)
 
     def __call__(self, trial: optuna.Trial) -> float:
         from optuna_integration.keras import KerasPruningCallback
@@ -46,7 +48,7 @@ class TrialObjective:
             trial.set_user_attr("config", config.to_dict())
             data = self.dataset.arrays(config.resolved_image_size)
             pruning = KerasPruningCallback(trial, PRUNING_MONITOR[self.settings.metric])
-            result = train_trial(config, data, [recorder, pruning])
+            result = train_trial(config, data, [recorder, pruning, *self.callbacks])
         except optuna.TrialPruned:
             trial.set_user_attr("history", _history_record(recorder.history))
             raise
