@@ -45,6 +45,17 @@ class Backbone:
             )
         return self.weights_file
 
+    def candidate_weights_files(self, image_size: int, alpha: float) -> list[str]:
+        """Acceptable file names, best first: without the top, convolution weights do not
+        depend on the input size, so any size's no-top file of the right alpha fits."""
+        names = [self.expected_weights_file(image_size, alpha)]
+        if self.has_alpha:
+            for rows in (224, 192, 160, 128, 96):
+                name = self.expected_weights_file(rows, alpha)
+                if name not in names:
+                    names.append(name)
+        return names
+
 
 def _mobilenet_alpha_text(alpha: float) -> str:
     return {0.25: "2_5", 0.5: "5_0", 0.75: "7_5", 1.0: "1_0"}.get(alpha, f"{alpha:g}")
@@ -101,13 +112,14 @@ def resolve_weights(backbone: Backbone, weights: str, image_size: int, alpha: fl
     path = Path(weights).expanduser()
     if path.is_dir():
         expected = backbone.expected_weights_file(image_size, alpha)
-        candidate = path / expected
-        if not candidate.is_file():
+        found = [path / name for name in backbone.candidate_weights_files(image_size, alpha)
+                 if (path / name).is_file()]
+        if not found:
             raise BackboneError(
                 f"weights folder {path} has no {expected} for {backbone.name}"
                 f" (alpha {alpha:g}, {image_size} px); copy that file there or set weights: none"
             )
-        path = candidate
+        path = found[0]
     elif not path.is_file():
         raise BackboneError(
             f"weights file {path} does not exist; expected {backbone.expected_weights_file(image_size, alpha)}"

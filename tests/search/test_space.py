@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from search import DEFAULT_SPACE, SearchSpace, SpaceError
+
+
+def test_default_space_is_the_issues() -> None:
+    space = SearchSpace.default()
+    assert space.parameters["backbone"].choices == ("InceptionV3", "DenseNet201", "ResNet152V2", "Xception", "VGG19")
+    lr = space.parameters["learning_rate"]
+    assert (lr.low, lr.high, lr.log) == (1e-6, 1e-2, True)
+    assert (space.parameters["epochs"].low, space.parameters["epochs"].high) == (5, 60)
+    assert space.parameters["batch_size"].choices == (4, 8, 16, 32)
+
+
+def test_yaml_overrides_with_list_range_and_fixed(tmp_path: Path) -> None:
+    path = tmp_path / "space.yaml"
+    path.write_text("backbone: [MobileNet]\nalpha: 0.25\nimage_size: [32, 64]\nweights: none\n"
+                    "augmentation: [true, false]\ndropout: {low: 0.1, high: 0.5}\n")
+    space = SearchSpace.from_yaml(path)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    configs = []
+    for _ in range(6):
+        trial = study.ask()
+        configs.append(space.suggest(trial))
+        study.tell(trial, 0.5)
+    assert {c.backbone for c in configs} == {"MobileNet"} and {c.alpha for c in configs} == {0.25}
+    assert {c.image_size for c in configs} <= {32, 64} and all(0.1 <= c.dropout <= 0.5 for c in configs)
+    assert all(1 <= c.epochs for c in configs) and set(DEFAULT_SPACE) <= set(space.parameters)
+    assert "weights" not in study.trials[0].params  # fixed values are not searched
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("learnig_rate: [0.1]\n", "unknown search space parameter 'learnig_rate'"),
+        ("learning_rate: {low: 0.1, high: 0.01}\n", "learning_rate: low .* must be below high"),
+        ("learning_rate: {low: 0, high: 0.01, log: true}\n", "learning_rate"),
+        ("epochs: []\n", "epochs: the list of choices is empty"),
+        ("backbone: [VGG19, Resnet]\n", "unknown backbone 'Resnet'"),
+        ("backbone: {low: 1, high: 2}\n", "backbone is not numeric"),
+        ("epochs: {low: 1}\n", "a range needs low and high"),
+        ("epochs: [1, 2\n", "not valid YAML at line"),
+        ("- a\n- b\n", "must map parameter names"),
+    ],
+)
+def test_bad_space_files_are_one_line_errors(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    with pytest.raises(SpaceError, match=message) as info:
+        SearchSpace.from_yaml(path)
+    assert "\n" not in str(info.value)

@@ -1,0 +1,188 @@
+"""End to end through the CLI, over SQLite and a real PostgreSQL server: create, two worker
+processes on one study, status, export, train from the export, predict."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from click.testing import CliRunner
+from optuna.trial import TrialState
+
+from search import create_study, load_study, run_worker
+from search.cli import main
+from storage import open_storage
+
+from ..conftest import write_image_folder
+
+WORKFLOW_SPACE = """\
+backbone: VGG19
+image_size: 32
+weights: none
+augmentation: false
+learning_rate: {low: 0.0003, high: 0.003, log: true}
+epochs: [1, 2]
+batch_size: [8]
+"""
+
+
+def medsweep(*args: str, storage: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "search.cli", *args]
+    if storage:
+        command += ["--storage", storage]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_create_two_workers_export_train_predict(storage_url: str, image_folder: Path, tmp_path: Path) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text(WORKFLOW_SPACE)
+    created = medsweep("create", "wf", "--data", str(image_folder), "--space", str(space), storage=storage_url)
+    assert created.returncode == 0, created.stderr
+    assert "24 images" in created.stdout
+
+    workers = [subprocess.Popen([sys.executable, "-m", "search.cli", "worker", "wf", "--n-trials", "4",
+                                 "--storage", storage_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    outputs = [w.communicate(timeout=600) for w in workers]
+    assert all(w.returncode == 0 for w in workers), outputs
+
+    study = optuna.load_study(study_name="wf", storage=open_storage(storage_url))
+    trials = study.get_trials()
+    assert len(trials) == 4  # the budget is the study's, shared by both workers
+    assert len({t.number for t in trials}) == 4
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    ran = [int(out.split("ran ")[1].split(" ")[0]) for out, _ in outputs]
+    assert sum(ran) == 4
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    for trial in complete:
+        assert trial.user_attrs["config"]["backbone"] == "VGG19"
+        assert len(trial.user_attrs["history"]["val_auc"]) == trial.params["epochs"]
+        assert len(trial.intermediate_values) == trial.params["epochs"]
+        assert trial.value == trial.user_attrs["metrics"]["auc"]
+
+    status = medsweep("status", "wf", storage=storage_url)
+    assert status.returncode == 0 and "best: trial" in status.stdout
+    assert "tensorflow" not in status.stderr.lower()
+
+    best = tmp_path / "best.yaml"
+    exported = medsweep("export", "wf", "-o", str(best), storage=storage_url)
+    assert exported.returncode == 0, exported.stderr
+    document = yaml.safe_load(best.read_text())
+    assert document["study"] == "wf" and document["trial"] == study.best_trial.number
+    assert document["config"] == study.best_trial.user_attrs["config"]
+    assert document["data"]["fingerprint"]["class_names"] == ["abdomen", "chest x-ray"]
+    assert {"optuna", "keras", "tensorflow", "medsweep"} <= set(document["versions"])
+    secret = storage_url.split(":")[2].split("@")[0] if "@" in storage_url else None
+    if secret:
+        assert secret not in best.read_text()
+
+    model = tmp_path / "model.keras"
+    trained = medsweep("train", str(best), "--data", str(image_folder), "-o", str(model))
+    assert trained.returncode == 0, trained.stderr
+    assert model.is_file()
+    images = sorted((image_folder / "abdomen").iterdir())[:2]
+    predicted = medsweep("predict", str(model), *map(str, images))
+    assert predicted.returncode == 0, predicted.stderr
+    lines = predicted.stdout.strip().splitlines()
+    assert len(lines) == 2
+    for line, image in zip(lines, images):
+        path, label, probability = line.split("\t")
+        assert path == str(image) and label in ("abdomen", "chest x-ray") and 0.5 <= float(probability) <= 1
+
+
+def test_pruning_stops_a_trial_below_the_median(tmp_path: Path, image_folder: Path) -> None:
+    from objectives import DataSpec, ImageDataset
+    from search import SearchSpace
+
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    space = SearchSpace.default({"backbone": ["VGG19", "MobileNet"], "image_size": 32, "weights": "none",
+                                 "augmentation": False, "learning_rate": 0.001, "epochs": 3, "batch_size": 8})
+    dataset = ImageDataset.open(DataSpec(str(image_folder), validation_fraction=0.3))
+    study = create_study(storage, "prune", dataset, space, pruner="median")
+    for backbone in ("VGG19", "VGG19", "MobileNet"):
+        study.enqueue_trial({"backbone": backbone})
+    run_worker(storage, "prune", n_trials=3)
+    trials = load_study(storage, "prune")[0].get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
+    pruned = trials[2]
+    # cut short: it recorded fewer epochs than it was configured for, and its curves survive
+    assert len(pruned.intermediate_values) < 3
+    assert len(pruned.user_attrs["history"]["val_auc"]) == len(pruned.intermediate_values)
+
+
+def test_failing_trials_are_recorded_and_stop_the_worker(tmp_path: Path, image_folder: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    space = tmp_path / "space.yaml"
+    space.write_text("backbone: InceptionV3\nimage_size: 32\nweights: none\n")  # InceptionV3 needs >= 75 px
+    assert medsweep("create", "bad", "--data", str(image_folder), "--space", str(space), storage=storage).returncode == 0
+    result = medsweep("worker", "bad", "--n-trials", "10", "--max-failures", "2", storage=storage)
+    assert result.returncode == 1
+    assert "2 trials in a row failed" in result.stderr and "too small for InceptionV3" in result.stderr
+    assert "Traceback" not in result.stderr.split("error:")[-1]
+    trials = optuna.load_study(study_name="bad", storage=storage).get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert "too small for InceptionV3" in trials[0].user_attrs["fail_reason"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["create", "s", "--data", "{tmp}/missing"], "does not exist"),
+        (["create", "s", "--data", "{tmp}/one"], "only one class"),
+        (["create", "s", "--data", "{data}", "--space", "{tmp}/bad.yaml"], "not valid YAML"),
+        (["create", "s", "--data", "{data}", "--space", "{tmp}/unknown.yaml"], "unknown backbone 'ResNet1'"),
+        (["status", "nosuch"], "study 'nosuch' does not exist"),
+        (["export", "nosuch"], "study 'nosuch' does not exist"),
+        (["worker", "nosuch"], "study 'nosuch' does not exist"),
+        (["status", "s", "--storage", "postgresql://ann:hunter2@127.0.0.1:9/db"], "127.0.0.1:9"),
+        (["predict", "{tmp}/nomodel.keras", "{tmp}/x.png"], "does not exist"),
+        (["train", "{tmp}/unknown.yaml", "--data", "{data}"], "unknown backbone"),
+    ],
+)
+def test_user_errors_are_one_line(args: list[str], message: str, tmp_path: Path, image_folder: Path) -> None:
+    write_image_folder(tmp_path / "one", {"only": 2})
+    (tmp_path / "bad.yaml").write_text("epochs: [1, 2\n")
+    (tmp_path / "unknown.yaml").write_text("backbone: [ResNet1]\n")
+    filled = [a.format(tmp=tmp_path, data=image_folder) for a in args]
+    if "--storage" not in filled:
+        filled += ["--storage", f"sqlite:///{tmp_path / 's.db'}"] if filled[0] not in ("predict", "train") else []
+    result = CliRunner().invoke(main, filled)
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.output
+    assert "hunter2" not in result.output
+
+
+def test_existing_study_is_an_error_unless_resume(tmp_path: Path, image_folder: Path, tiny_space_file: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    args = ["create", "s", "--data", str(image_folder), "--space", str(tiny_space_file), "--storage", storage]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 1 and "already exists" in again.output and "--resume" in again.output
+    assert CliRunner().invoke(main, [*args, "--resume"]).exit_code == 0
+    study, settings = load_study(open_storage(storage), "s")
+    assert settings.fingerprint["file_count"] == 24 and settings.metric == "auc"
+    assert settings.data.data_dir == str(image_folder.resolve())
+
+
+def test_commands_that_do_not_train_never_import_tensorflow(tmp_path: Path, image_folder: Path, tiny_space_file: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    script = f"""
+import sys
+from click.testing import CliRunner
+from search.cli import main
+runner = CliRunner()
+assert runner.invoke(main, ["--help"]).exit_code == 0
+assert runner.invoke(main, ["create", "s", "--data", {str(image_folder)!r}, "--space", {str(tiny_space_file)!r}, "--storage", {storage!r}]).exit_code == 0
+assert runner.invoke(main, ["status", "s", "--storage", {storage!r}]).exit_code == 0
+runner.invoke(main, ["export", "s", "--storage", {storage!r}])
+print("tensorflow" in sys.modules, "keras" in sys.modules)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False False"
