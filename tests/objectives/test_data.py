@@ -92,3 +92,18 @@ def test_arrays_use_validation_folder(tmp_path: Path) -> None:
     data = ImageDataset.open(DataSpec(str(train), str(val))).arrays(32)
     assert data.x_train.shape == (9, 32, 32, 3) and data.x_val.shape == (5, 32, 32, 3)
     assert list(data.y_val) == [0, 0, 1, 1, 1]
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[2].parent / "shared" / "data" / "brain_mri").is_dir(),
+                    reason="../shared/data/brain_mri is absent")
+def test_both_survey_datasets_load() -> None:
+    from ..conftest import SHARED_DATA
+
+    brain = ImageDataset.open(DataSpec(str(SHARED_DATA / "brain_mri")))
+    assert brain.class_names == ("no", "yes") and brain.fingerprint["file_count"] == 254
+    data = brain.arrays(32)
+    assert len(data.x_train) + len(data.x_val) == 254 and data.x_train.shape[1:] == (32, 32, 3)
+    open_i = SHARED_DATA / "open_i_abd_vs_cxr"
+    template = ImageDataset.open(DataSpec(str(open_i / "TRAIN"), str(open_i / "VAL")))
+    assert template.fingerprint["file_count"] == 75
+    assert len(template.arrays(32).x_val) == 10
