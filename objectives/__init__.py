@@ -21,8 +21,15 @@ from ._data import (
 from ._errors import BackboneError, ConfigError, DataError, ObjectiveError
 from ._metrics import METRIC_DIRECTIONS, classification_metrics
 from ._train import TrialResult, load_model, predict_files, read_model_metadata, save_model, train_trial
+from ._cache import CACHE_ENV, ArrayCache, default_cache_dir
+from ._runtime import XLA_CHOICES, set_worker_options
 
 __all__ = [
+    "ArrayCache",
+    "CACHE_ENV",
+    "XLA_CHOICES",
+    "default_cache_dir",
+    "set_worker_options",
     "BACKBONES",
     "Backbone",
     "BackboneError",

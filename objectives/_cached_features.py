@@ -138,8 +138,11 @@ def _compute_features(config: TrialConfig, images: np.ndarray, views: int) -> di
     from ._layers import BackbonePreprocess, augmentation_block
     from ._model import _build_backbone
 
+    from ._runtime import use_float32_policy
+
     size = config.resolved_image_size
     keras.backend.clear_session()
+    use_float32_policy()
     keras.utils.set_random_seed(config.seed)
     before = random.getstate()
     base = _build_backbone(config)
@@ -247,8 +250,10 @@ def train_head_on_features(config: TrialConfig, data: TrialData, callbacks: Sequ
     keras = import_keras()
     from ._layers import EpochHistory
     from ._model import build_model
+    from ._runtime import use_float32_policy
 
     entry, computed, train_rows, val_rows = cached_features(config, data, cache_dir)
+    use_float32_policy()
     if "views" in entry:
         train_features = np.ascontiguousarray(entry["views"][:, train_rows].transpose(1, 0, 2))
     else:
@@ -319,9 +324,9 @@ def train_on_cached_features(config: TrialConfig, data: TrialData, callbacks: Se
         keras.utils.set_random_seed(config.seed)
         model = build_model(config, data.num_classes)
         set_head_weights(model, weights)
-    return TrialResult(config, history, metrics, model,
-                       outputs=None if outputs is None else class_probabilities(outputs),
-                       feature_cache="filled" if computed else "hit")
+    result = TrialResult(config, history, metrics, model, feature_cache="filled" if computed else "hit")
+    result.outputs = None if outputs is None else class_probabilities(outputs)
+    return result
 
 
 def warm_up_head(config: TrialConfig, data: TrialData, cache_dir: str | Path | None = None,

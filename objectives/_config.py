@@ -90,6 +90,24 @@ def _check_seed(name: str, value: Any) -> int:
     return seed
 
 
+MAX_AUGMENTED_VIEWS = 64
+
+
+def _check_augmented_views(name: str, value: Any) -> int:
+    views = _number(name, value, int)
+    if not 0 <= views <= MAX_AUGMENTED_VIEWS:
+        raise ConfigError(f"augmented_views must be between 0 (exact on-the-fly augmentation) and "
+                          f"{MAX_AUGMENTED_VIEWS}, got {value!r}")
+    return views
+
+
+def _check_warmup_epochs(name: str, value: Any) -> int:
+    epochs = _number(name, value, int)
+    if epochs < 0:
+        raise ConfigError(f"frozen_warmup_epochs must be 0 (no warm-up) or more, got {value!r}")
+    return epochs
+
+
 # name -> (python type used for search ranges, validator)
 _FIELD_CHECKS: dict[str, tuple[type, Callable[[str, Any], Any]]] = {
     "backbone": (str, _check_backbone),
@@ -104,6 +122,9 @@ _FIELD_CHECKS: dict[str, tuple[type, Callable[[str, Any], Any]]] = {
     "augmentation": (bool, _check_bool),
     "fine_tune_fraction": (float, lambda n, v: _fraction(n, v, closed_top=True)),
     "seed": (int, _check_seed),
+    "feature_cache": (bool, _check_bool),
+    "augmented_views": (int, _check_augmented_views),
+    "frozen_warmup_epochs": (int, _check_warmup_epochs),
 }
 
 
@@ -124,6 +145,13 @@ class TrialConfig:
     augmentation: bool = True
     fine_tune_fraction: float = 0.0  # share of backbone layers, from the top, that train
     seed: int = 0
+    # Frozen trials train the head on cached backbone features (same result, much faster).
+    feature_cache: bool = True
+    # >0: augmented frozen trials use this many pre-computed augmented views per image (cached;
+    # an approximation of on-the-fly augmentation); 0: exact on-the-fly augmentation.
+    augmented_views: int = 0
+    # Fine-tuning trials first train the head alone for this many epochs (on cached features).
+    frozen_warmup_epochs: int = 0
 
     def __post_init__(self) -> None:
         for name, (_, check) in _FIELD_CHECKS.items():

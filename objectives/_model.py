@@ -75,12 +75,13 @@ def build_model(config: TrialConfig, num_classes: int) -> Any:
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = keras.layers.Dense(config.dense_units, activation="relu", name="dense")(x)
     x = keras.layers.Dropout(config.dropout, seed=config.seed, name="dropout")(x)
+    # float32 output even under a mixed_float16 policy, so probabilities and the loss stay exact.
     if num_classes == 2:
-        outputs = keras.layers.Dense(1, activation="sigmoid", name="output")(x)
+        outputs = keras.layers.Dense(1, activation="sigmoid", name="output", dtype="float32")(x)
         loss: Any = keras.losses.BinaryCrossentropy()
         metrics: list[Any] = [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
     else:
-        outputs = keras.layers.Dense(num_classes, activation="softmax", name="output")(x)
+        outputs = keras.layers.Dense(num_classes, activation="softmax", name="output", dtype="float32")(x)
         loss = keras.losses.CategoricalCrossentropy()
         metrics = [keras.metrics.CategoricalAccuracy(name="accuracy"),
                    keras.metrics.AUC(name="auc", multi_label=True, num_labels=num_classes)]

@@ -29,6 +29,7 @@ class TrialResult:
     history: dict[str, list[float]]
     metrics: dict[str, Any]
     model: Any = field(default=None, repr=False)
+    feature_cache: str = "off"  # off | filled | hit: whether the head trained on cached features
 
 
 def _targets(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -60,16 +61,32 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, num_classes: int, batch
 
 
 def train_trial(config: TrialConfig, data: TrialData, callbacks: Sequence[Any] = (),
-                *, verbose: int = 0, keep_model: bool = False) -> TrialResult:
+                *, verbose: int = 0, keep_model: bool = False,
+                feature_cache_dir: str | Path | None = None, jit_compile: bool | None = None) -> TrialResult:
     """Train `config` on `data.x_train` and measure `data.x_val` after the last epoch.
 
     `callbacks` are plain Keras callbacks (the search layer passes its pruning callback); if one
-    of them is an `EpochHistory`, it is the one that records the curves."""
+    of them is an `EpochHistory`, it is the one that records the curves. A frozen, unaugmented
+    trial trains its head on cached backbone features in `feature_cache_dir` (default
+    $MEDSWEEP_CACHE_DIR or ~/.cache/medsweep/features). `jit_compile` forces XLA on or off
+    (None: Keras decides, which means on with a GPU and off on CPU)."""
+    from ._cached_features import cache_applies, train_on_cached_features, warm_up_head
+
+    if cache_applies(config):
+        return train_on_cached_features(config, data, callbacks, verbose=verbose, keep_model=keep_model,
+                                        cache_dir=feature_cache_dir)
+    initial_head = None
+    if config.frozen_warmup_epochs > 0 and config.fine_tune_fraction > 0:
+        initial_head = warm_up_head(config, data, feature_cache_dir)
     keras = import_keras()
     from ._layers import EpochHistory
     from ._model import build_model
+    from ._runtime import apply_precision_policy, jit_compile_setting
 
     keras.backend.clear_session()
+    apply_precision_policy()
+    if jit_compile is None:
+        jit_compile = jit_compile_setting()
     keras.utils.set_random_seed(config.seed)
     recorder = next((c for c in callbacks if isinstance(c, EpochHistory)), None)
     all_callbacks = list(callbacks)
@@ -77,6 +94,12 @@ def train_trial(config: TrialConfig, data: TrialData, callbacks: Sequence[Any] =
         recorder = EpochHistory()
         all_callbacks.insert(0, recorder)
     model = build_model(config, data.num_classes)
+    if initial_head is not None:
+        from ._cached_features import set_head_weights
+
+        set_head_weights(model, initial_head)
+    if jit_compile is not None:
+        model.jit_compile = jit_compile
     train = make_dataset(data.x_train, data.y_train, data.num_classes, config.batch_size,
                          shuffle=True, seed=config.seed, augment=config.augmentation)
     validation = None

@@ -34,6 +34,31 @@ def storage_option(function: Callable[..., Any]) -> Callable[..., Any]:
     )(function)
 
 
+def training_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """--cache-dir, --mixed-precision and --xla: recorded for this worker and the processes it starts."""
+    import functools
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, cache_dir: str | None, mixed_precision: bool, xla: str, **kwargs: Any) -> Any:
+        from objectives import set_worker_options
+
+        set_worker_options(cache_dir=cache_dir, mixed_precision=mixed_precision, xla=xla)
+        return function(*args, **kwargs)
+
+    options = [
+        click.option("--cache-dir", envvar="MEDSWEEP_CACHE_DIR", type=click.Path(file_okay=False),
+                     help="Feature cache folder shared by the workers of this machine "
+                          "(default ~/.cache/medsweep/features); also $MEDSWEEP_CACHE_DIR."),
+        click.option("--mixed-precision", is_flag=True, envvar="MEDSWEEP_MIXED_PRECISION",
+                     help="mixed_float16 training on GPUs (ignored on CPU)."),
+        click.option("--xla", type=click.Choice(("auto", "on", "off")), default="auto", show_default=True,
+                     envvar="MEDSWEEP_XLA", help="XLA-compile training steps; auto: on with a GPU, off on CPU."),
+    ]
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
 def _open(storage_url: str) -> Any:
     from storage import open_storage
 
@@ -89,6 +114,7 @@ def create(study: str, data_dir: str, val_dir: str | None, validation_fraction: 
 @click.option("--timeout", type=click.FloatRange(min=0), help="Stop starting trials after this many seconds.")
 @click.option("--max-failures", default=3, show_default=True, help="Stop after this many failed trials in a row.")
 @click.option("--data", "data_dir", type=click.Path(), help="The study's data under another path on this machine.")
+@training_options
 @storage_option
 def worker(study: str, n_trials: int | None, timeout: float | None, max_failures: int,
            data_dir: str | None, storage: str) -> None:
