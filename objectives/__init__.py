@@ -19,7 +19,19 @@ from ._data import (
     stratified_split,
 )
 from ._errors import BackboneError, ConfigError, DataError, ObjectiveError
-from ._metrics import METRIC_DIRECTIONS, classification_metrics
+from ._balance import class_weights, oversample_indices
+from ._intervals import CV_INTERVAL_METHOD, bootstrap_intervals, cv_summary
+from ._evaluate import Evaluation, evaluate_model, open_labeled, predict_probabilities
+from ._manifest import read_manifest
+from ._metrics import (
+    METRIC_DIRECTIONS,
+    SENS_AT_SPEC_PREFIX,
+    classification_metrics,
+    parse_objective,
+    sensitivity_at_specificity,
+    threshold_metrics,
+)
+from ._splits import GroupReport, SplitPlan, assign_groups, plan_splits
 from ._train import TrialResult, load_model, predict_files, read_model_metadata, save_model, train_trial
 from ._cache import CACHE_ENV, ArrayCache, default_cache_dir
 from ._runtime import XLA_CHOICES, set_worker_options
@@ -30,6 +42,24 @@ __all__ = [
     "XLA_CHOICES",
     "default_cache_dir",
     "set_worker_options",
+    "CV_INTERVAL_METHOD",
+    "Evaluation",
+    "evaluate_model",
+    "open_labeled",
+    "predict_probabilities",
+    "GroupReport",
+    "SENS_AT_SPEC_PREFIX",
+    "SplitPlan",
+    "assign_groups",
+    "bootstrap_intervals",
+    "class_weights",
+    "cv_summary",
+    "oversample_indices",
+    "parse_objective",
+    "plan_splits",
+    "read_manifest",
+    "sensitivity_at_specificity",
+    "threshold_metrics",
     "BACKBONES",
     "Backbone",
     "BackboneError",

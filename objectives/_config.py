@@ -90,6 +90,15 @@ def _check_seed(name: str, value: Any) -> int:
     return seed
 
 
+CLASS_WEIGHTS = ("none", "balanced")
+
+
+def _check_class_weight(name: str, value: Any) -> str:
+    if value not in CLASS_WEIGHTS:
+        raise ConfigError(f"class_weight must be one of {', '.join(CLASS_WEIGHTS)}, got {value!r}")
+    return str(value)
+
+
 MAX_AUGMENTED_VIEWS = 64
 
 
@@ -125,6 +134,8 @@ _FIELD_CHECKS: dict[str, tuple[type, Callable[[str, Any], Any]]] = {
     "feature_cache": (bool, _check_bool),
     "augmented_views": (int, _check_augmented_views),
     "frozen_warmup_epochs": (int, _check_warmup_epochs),
+    "class_weight": (str, _check_class_weight),
+    "oversample": (bool, _check_bool),
 }
 
 
@@ -152,6 +163,8 @@ class TrialConfig:
     augmented_views: int = 0
     # Fine-tuning trials first train the head alone for this many epochs (on cached features).
     frozen_warmup_epochs: int = 0
+    class_weight: str = "none"  # none | balanced: weight the loss by inverse class frequency
+    oversample: bool = False  # repeat minority-class training images up to the largest class
 
     def __post_init__(self) -> None:
         for name, (_, check) in _FIELD_CHECKS.items():

@@ -10,7 +10,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -90,15 +90,21 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def fingerprint_files(parts: dict[str, LabeledFiles], roots: dict[str, Path]) -> dict[str, Any]:
+def file_digests(paths: Sequence[Path]) -> list[str]:
+    """SHA-256 of each file's bytes (threads: hashing releases the GIL)."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(_file_digest, paths))
+
+
+def fingerprint_files(parts: dict[str, LabeledFiles], roots: dict[str, Path],
+                      digests: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """Class names, file count and a content hash over relative paths, labels and file bytes."""
     digest = hashlib.sha256()
     count = 0
     class_names: tuple[str, ...] = ()
     for part, files in parts.items():
         class_names = files.class_names
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            file_hashes = list(pool.map(_file_digest, files.paths))
+        file_hashes = (digests or {}).get(part) or file_digests(files.paths)
         for path, label, file_hash in zip(files.paths, files.labels, file_hashes):
             relative = path.relative_to(roots[part]).as_posix()
             digest.update(f"{part}\0{files.class_names[label]}\0{relative}\0{file_hash}\n".encode())
@@ -157,27 +163,57 @@ def stratified_split(labels: Sequence[int], validation_fraction: float, seed: in
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Where a study's images live and how validation is taken; stored on the study."""
+    """Where a study's images live and how they are split; stored on the study, so a worker
+    elsewhere rebuilds exactly the same locked test split, validation split and CV folds.
+
+    `manifest` (a CSV of path,label[,group]) replaces the class folders of `data_dir`;
+    `group_pattern` takes group ids from file names; identical files always share a group.
+    `cv` > 0 cross-validates with `cv` folds and `repeats` repeats instead of one split;
+    `test_fraction` or `test_dir` lock a test set that no trial sees."""
 
     data_dir: str
     val_dir: str | None = None
     validation_fraction: float = 0.2
     split_seed: int = 0
+    manifest: str | None = None
+    group_pattern: str | None = None
+    cv: int = 0
+    repeats: int = 1
+    test_fraction: float = 0.0
+    test_dir: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.validation_fraction < 1:
             raise DataError(
                 f"validation fraction must be between 0 and 1, got {self.validation_fraction}"
             )
+        if self.cv == 1 or self.cv < 0:
+            raise DataError(f"--cv must be 0 (one validation split) or at least 2 folds, got {self.cv}")
+        if self.repeats < 1:
+            raise DataError(f"--repeats must be at least 1, got {self.repeats}")
+        if self.repeats > 1 and not self.cv:
+            raise DataError(f"--repeats {self.repeats} needs cross-validation; add --cv K (e.g. --cv 5)")
+        if self.cv and self.val_dir:
+            raise DataError("--cv and --val-dir exclude each other; cross-validation makes its own validation folds")
+        if not 0 <= self.test_fraction <= 0.5:
+            raise DataError(f"test fraction must be between 0 and 0.5, got {self.test_fraction}")
+        if self.test_fraction and self.test_dir:
+            raise DataError("--test-fraction and --test-dir exclude each other; lock the test set one way")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"data_dir": self.data_dir, "val_dir": self.val_dir,
-                "validation_fraction": self.validation_fraction, "split_seed": self.split_seed}
+        return {name: getattr(self, name) for name in _SPEC_FIELDS}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "DataSpec":
-        return cls(**{k: values[k] for k in ("data_dir", "val_dir", "validation_fraction", "split_seed")
-                      if k in values})
+        return cls(**{k: values[k] for k in _SPEC_FIELDS if k in values})
+
+    @property
+    def has_test_split(self) -> bool:
+        return bool(self.test_fraction or self.test_dir)
+
+
+_SPEC_FIELDS = ("data_dir", "val_dir", "validation_fraction", "split_seed", "manifest", "group_pattern",
+                "cv", "repeats", "test_fraction", "test_dir")
 
 
 @dataclass(frozen=True)
@@ -197,56 +233,126 @@ class TrialData:
 
 @dataclass
 class ImageDataset:
-    """A scanned data spec: file lists, fingerprint, and decoded arrays cached per image size."""
+    """A scanned data spec: file lists, fingerprint, groups and splits, and decoded arrays
+    cached per image size. `train_files` are all the images of `data_dir` (or the manifest),
+    including any locked as test; `plan` says which are which."""
 
     spec: DataSpec
     train_files: LabeledFiles
     val_files: LabeledFiles | None
     fingerprint: dict[str, Any]
+    plan: Any = None  # SplitPlan; built by `open`
+    test_files: LabeledFiles | None = None
     _cache: dict[int, TrialData] = field(default_factory=dict, repr=False)
+    _decoded: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
     @classmethod
     def open(cls, spec: DataSpec) -> "ImageDataset":
-        train = scan_image_folder(spec.data_dir, role="data")
+        from ._splits import assign_groups, plan_splits
+
+        declared = None
+        if spec.manifest:
+            from ._manifest import read_manifest
+
+            train, declared = read_manifest(spec.manifest)
+            train_root = Path(spec.manifest).expanduser().parent
+        else:
+            train = scan_image_folder(spec.data_dir, role="data")
+            train_root = Path(spec.data_dir).expanduser()
         parts = {"train": train}
-        roots = {"train": Path(spec.data_dir).expanduser()}
-        val = None
+        roots = {"train": train_root}
+        digests = {"train": file_digests(train.paths)}
+        val = test = None
         if spec.val_dir:
             val = scan_image_folder(spec.val_dir, train.class_names, role="validation")
-            parts["val"] = val
-            roots["val"] = Path(spec.val_dir).expanduser()
-        else:
-            stratified_split(train.labels, spec.validation_fraction, spec.split_seed)  # fail early
-        return cls(spec, train, val, fingerprint_files(parts, roots))
+            parts["val"], roots["val"] = val, Path(spec.val_dir).expanduser()
+            digests["val"] = file_digests(val.paths)
+        if spec.test_dir:
+            test = scan_image_folder(spec.test_dir, train.class_names, role="test")
+            parts["test"], roots["test"] = test, Path(spec.test_dir).expanduser()
+            digests["test"] = file_digests(test.paths)
+        _refuse_shared_images(parts, digests)
+        groups = assign_groups(train.paths, train.labels, digests["train"], declared=declared,
+                               pattern=spec.group_pattern)
+        plan = plan_splits(train.labels, groups, train.class_names, test_fraction=spec.test_fraction,
+                           validation_fraction=spec.validation_fraction, cv=spec.cv, repeats=spec.repeats,
+                           seed=spec.split_seed, separate_validation=val is not None)
+        return cls(spec, train, val, fingerprint_files(parts, roots, digests), plan, test)
 
     @property
     def class_names(self) -> tuple[str, ...]:
         return self.train_files.class_names
 
+    @property
+    def labels(self) -> np.ndarray:
+        return np.asarray(self.train_files.labels, dtype=np.int64)
+
     def check_decodable(self) -> None:
         """Decode every image once at a tiny size so corrupt files are reported up front."""
-        for files in (self.train_files, self.val_files):
+        for files in (self.train_files, self.val_files, self.test_files):
             if files is not None:
                 decode_images(files.paths, 8)
 
+    def _images(self, image_size: int) -> np.ndarray:
+        if image_size not in self._decoded:
+            self._decoded[image_size] = decode_images(self.train_files.paths, image_size)
+        return self._decoded[image_size]
+
+    def _subset(self, image_size: int, train_index: np.ndarray, val_index: np.ndarray) -> TrialData:
+        images, labels = self._images(image_size), self.labels
+        return TrialData(self.class_names, images[train_index], labels[train_index],
+                         images[val_index], labels[val_index])
+
     def arrays(self, image_size: int) -> TrialData:
-        """Decode and split once per image size; later trials reuse the arrays in memory."""
+        """Decode and split once per image size; later trials reuse the arrays in memory.
+        With cross-validation this is the first fold."""
         if image_size not in self._cache:
-            images = decode_images(self.train_files.paths, image_size)
-            labels = np.asarray(self.train_files.labels, dtype=np.int64)
             if self.val_files is not None:
+                images = self._images(image_size)[self.plan.development]
+                labels = self.labels[self.plan.development]
                 x_val = decode_images(self.val_files.paths, image_size)
                 y_val = np.asarray(self.val_files.labels, dtype=np.int64)
-                x_train, y_train = images, labels
+                data = TrialData(self.class_names, images, labels, x_val, y_val)
+            elif self.plan.validation is not None:
+                data = self._subset(image_size, *self.plan.validation)
             else:
-                train_index, val_index = stratified_split(
-                    labels, self.spec.validation_fraction, self.spec.split_seed)
-                x_train, y_train = images[train_index], labels[train_index]
-                x_val, y_val = images[val_index], labels[val_index]
-            self._cache[image_size] = TrialData(self.class_names, x_train, y_train, x_val, y_val)
+                data = self._subset(image_size, *self.plan.folds[0])
+            self._cache[image_size] = data
         return self._cache[image_size]
 
+    def folds(self, image_size: int) -> Iterator[TrialData]:
+        """Each cross-validation fold's train/validation arrays, in order (repeat by repeat)."""
+        for train_index, val_index in self.plan.folds:
+            yield self._subset(image_size, train_index, val_index)
+
+    @property
+    def fold_count(self) -> int:
+        return len(self.plan.folds)
+
+    def test_arrays(self, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """The locked test images (empty when the study has no test split)."""
+        if self.test_files is not None:
+            return (decode_images(self.test_files.paths, image_size),
+                    np.asarray(self.test_files.labels, dtype=np.int64))
+        return self._images(image_size)[self.plan.test], self.labels[self.plan.test]
+
     def all_arrays(self, image_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Every training image (no validation split), for retraining a final model."""
-        images = decode_images(self.train_files.paths, image_size)
-        return images, np.asarray(self.train_files.labels, dtype=np.int64)
+        """Every image available to search (never the locked test ones), for a final model."""
+        development = self.plan.development
+        return self._images(image_size)[development], self.labels[development]
+
+
+def _refuse_shared_images(parts: dict[str, LabeledFiles], digests: dict[str, list[str]]) -> None:
+    """An image that sits both in the training data and a separate validation or test folder
+    would leak; name the first one."""
+    if len(parts) < 2:
+        return
+    owner: dict[str, tuple[str, Path]] = {}
+    for part, files in parts.items():
+        for path, digest in zip(files.paths, digests[part]):
+            first = owner.setdefault(digest, (part, path))
+            if first[0] != part:
+                raise DataError(
+                    f"{path} ({part}) is identical to {first[1]} ({first[0]}); the same image in two "
+                    "splits leaks; remove one of the copies"
+                )

@@ -16,6 +16,56 @@ METRIC_DIRECTIONS: dict[str, str] = {
 }
 
 
+SENS_AT_SPEC_PREFIX = "sens@spec="
+
+
+def parse_objective(name: str) -> tuple[str, str, float | None]:
+    """An objective name as (canonical name, direction, target specificity or None).
+
+    Besides the names in METRIC_DIRECTIONS, `sens@spec=0.9` is the sensitivity at the threshold
+    where validation specificity first reaches 0.9 (binary studies only)."""
+    from ._errors import ConfigError
+
+    text = str(name).strip()
+    if text in METRIC_DIRECTIONS:
+        return text, METRIC_DIRECTIONS[text], None
+    if text.startswith(SENS_AT_SPEC_PREFIX):
+        try:
+            target = float(text[len(SENS_AT_SPEC_PREFIX):])
+        except ValueError:
+            target = math.nan
+        if not 0 < target < 1:
+            raise ConfigError(f"objective {text!r} needs a target specificity between 0 and 1, e.g. sens@spec=0.9")
+        return f"{SENS_AT_SPEC_PREFIX}{target:g}", "maximize", target
+    raise ConfigError(
+        f"unknown objective {text!r}; choose one of: {', '.join(METRIC_DIRECTIONS)}, or sens@spec=0.9 "
+        "(any target specificity)"
+    )
+
+
+def sensitivity_at_specificity(labels: Sequence[int], scores: np.ndarray, target: float
+                               ) -> tuple[float, float, float]:
+    """(sensitivity, specificity reached, threshold) at the ROC point with specificity >= target
+    and the highest sensitivity (scikit-learn's roc_curve); predict positive when score >= threshold."""
+    from sklearn.metrics import roc_curve
+
+    false_positive_rate, true_positive_rate, thresholds = roc_curve(np.asarray(labels), np.asarray(scores))
+    allowed = np.flatnonzero(1.0 - false_positive_rate >= target - 1e-12)
+    best = allowed[np.argmax(true_positive_rate[allowed])]
+    threshold = float(min(thresholds[best], 1.0))
+    return float(true_positive_rate[best]), float(1.0 - false_positive_rate[best]), threshold
+
+
+def threshold_metrics(labels: Sequence[int], scores: np.ndarray, threshold: float) -> dict[str, float]:
+    """Sensitivity and specificity when the positive class is predicted at score >= threshold."""
+    from sklearn.metrics import recall_score
+
+    y_true = np.asarray(labels, dtype=np.int64)
+    predicted = (np.asarray(scores) >= threshold).astype(np.int64)
+    recalls = recall_score(y_true, predicted, labels=[0, 1], average=None, zero_division=0)
+    return {"sensitivity": float(recalls[1]), "specificity": float(recalls[0]), "threshold": float(threshold)}
+
+
 def _clean(value: float) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
@@ -31,11 +81,14 @@ def class_probabilities(outputs: np.ndarray) -> np.ndarray:
 
 
 def classification_metrics(labels: Sequence[int], outputs: np.ndarray,
-                           class_names: Sequence[str]) -> dict[str, Any]:
+                           class_names: Sequence[str], *, target_specificity: float | None = None,
+                           threshold: float | None = None) -> dict[str, Any]:
     """Accuracy, balanced accuracy, ROC AUC, sensitivity, specificity, F1, loss, confusion matrix.
 
     Binary: the second class (sorted folder names) is the positive one. Three or more classes:
-    macro one-vs-rest AUC, macro F1 and per-class sensitivity."""
+    macro one-vs-rest AUC, macro F1 and per-class sensitivity. With `target_specificity`
+    (binary), also `sens@spec=T` and the threshold it was chosen at on these labels; with a
+    fixed `threshold` (chosen elsewhere), the sensitivity and specificity at it."""
     from sklearn import metrics as skm
 
     y_true = np.asarray(labels, dtype=np.int64)
@@ -67,5 +120,23 @@ def classification_metrics(labels: Sequence[int], outputs: np.ndarray,
         result["f1"] = float(skm.f1_score(y_true, predicted, average="macro", zero_division=0))
         for name, recall in zip(class_names, recalls):
             result[f"sensitivity[{name}]"] = float(recall)
+    if (target_specificity is not None or threshold is not None) and n_classes != 2:
+        from ._errors import ConfigError
+
+        raise ConfigError(
+            f"sensitivity at a specificity needs two classes, the data has {n_classes}; choose another objective"
+        )
+    if target_specificity is not None:
+        key = f"{SENS_AT_SPEC_PREFIX}{target_specificity:g}"
+        if len(present) == 2:
+            sensitivity, specificity, chosen = sensitivity_at_specificity(y_true, probabilities[:, 1],
+                                                                          target_specificity)
+            result.update({key: sensitivity, f"{key} specificity": specificity, f"{key} threshold": chosen})
+        else:
+            result[key] = None
+    if threshold is not None:
+        at = threshold_metrics(y_true, probabilities[:, 1], threshold)
+        result.update({"threshold": at["threshold"], "sensitivity at threshold": at["sensitivity"],
+                       "specificity at threshold": at["specificity"]})
     result["confusion_matrix"] = skm.confusion_matrix(y_true, predicted, labels=all_labels).tolist()
     return result

@@ -29,6 +29,7 @@ class TrialResult:
     history: dict[str, list[float]]
     metrics: dict[str, Any]
     model: Any = field(default=None, repr=False)
+    outputs: Any = field(default=None, repr=False)  # validation class probabilities, (n, classes)
     feature_cache: str = "off"  # off | filled | hit: whether the head trained on cached features
 
 
@@ -100,19 +101,26 @@ def train_trial(config: TrialConfig, data: TrialData, callbacks: Sequence[Any] =
         set_head_weights(model, initial_head)
     if jit_compile is not None:
         model.jit_compile = jit_compile
-    train = make_dataset(data.x_train, data.y_train, data.num_classes, config.batch_size,
+    from ._balance import balance_training_data
+
+    x_train, y_train, class_weight = balance_training_data(
+        data.x_train, data.y_train, data.num_classes, class_weight=config.class_weight,
+        oversample=config.oversample, seed=config.seed)
+    train = make_dataset(x_train, y_train, data.num_classes, config.batch_size,
                          shuffle=True, seed=config.seed, augment=config.augmentation)
     validation = None
     if len(data.x_val):
         validation = make_dataset(data.x_val, data.y_val, data.num_classes, config.batch_size,
                                   shuffle=False, seed=config.seed)
     model.fit(train, validation_data=validation, epochs=config.epochs, callbacks=all_callbacks,
-              verbose=verbose, shuffle=False)
+              verbose=verbose, shuffle=False, class_weight=class_weight)
     metrics: dict[str, Any] = {}
+    outputs = None
     if validation is not None:
         outputs = model.predict(validation, verbose=0)
         metrics = classification_metrics(data.y_val, outputs, data.class_names)
-    result = TrialResult(config, recorder.history, metrics, model if keep_model else None)
+    result = TrialResult(config, recorder.history, metrics, model if keep_model else None,
+                         outputs=None if outputs is None else class_probabilities(outputs))
     if not keep_model:
         del model
         keras.backend.clear_session()
