@@ -44,7 +44,7 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
 def export_best(study: optuna.Study, settings: StudySettings) -> dict[str, Any]:
     """The exported-config document for the study's best trial."""
     trial = best_trial(study)
-    return {
+    document = {
         "medsweep_export": EXPORT_FORMAT,
         "config": trial.user_attrs["config"],
         "metrics": trial.user_attrs.get("metrics", {}),
@@ -54,6 +54,10 @@ def export_best(study: optuna.Study, settings: StudySettings) -> dict[str, Any]:
         "data": {**settings.data.to_dict(), "fingerprint": settings.fingerprint},
         "versions": package_versions(),
     }
+    from ._trust import trust_sections
+
+    document.update(trust_sections(trial, settings))
+    return document
 
 
 def write_export(document: dict[str, Any], path: str | Path) -> Path:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import numpy as np
 import optuna
 
-from objectives import ImageDataset
+from objectives import ImageDataset, classification_metrics, parse_objective
 
 from ._study import StudySettings
 
@@ -36,19 +37,23 @@ class TrialObjective:
         self.space = settings.search_space
         # Keras callbacks the worker adds to every fit (stop on SIGTERM, progress per epoch).
         self.callbacks = list(callbacks)
+        self.target_specificity = parse_objective(settings.metric)[2]
 
     def __call__(self, trial: optuna.Trial) -> float:
         from optuna_integration.keras import KerasPruningCallback
 
         from objectives import EpochHistory, train_trial
 
+        if self.settings.data.cv:
+            return self._cross_validate(trial)
         recorder = EpochHistory()
         try:
             config = self.space.suggest(trial)
             trial.set_user_attr("config", config.to_dict())
             data = self.dataset.arrays(config.resolved_image_size)
-            pruning = KerasPruningCallback(trial, PRUNING_MONITOR[self.settings.metric])
+            pruning = KerasPruningCallback(trial, PRUNING_MONITOR.get(self.settings.metric, "val_auc"))
             result = train_trial(config, data, [recorder, pruning, *self.callbacks])
+            result.metrics = self._measure(result, data)
         except optuna.TrialPruned:
             trial.set_user_attr("history", _history_record(recorder.history))
             raise
@@ -64,3 +69,101 @@ class TrialObjective:
             trial.set_user_attr("fail_reason", reason)
             raise ValueError(reason)
         return float(value)
+
+    def _measure(self, result: Any, data: Any) -> dict[str, Any]:
+        """The run's validation metrics, plus sensitivity at the study's target specificity
+        (threshold chosen on this validation data) when that is the objective."""
+        if self.target_specificity is None or result.outputs is None:
+            return result.metrics
+        return classification_metrics(data.y_val, result.outputs, data.class_names,
+                                      target_specificity=self.target_specificity)
+
+    def _cross_validate(self, trial: optuna.Trial) -> float:
+        """Train every fold; report the running mean after each fold as the intermediate value,
+        so the pruner stops a trial that is clearly worse after two folds."""
+        from objectives import EpochHistory, train_trial
+
+        metric = self.settings.metric
+        folds = _FoldRecord()
+        recorder = None
+        try:
+            config = self.space.suggest(trial)
+            trial.set_user_attr("config", config.to_dict())
+            for step, data in enumerate(self.dataset.folds(config.resolved_image_size)):
+                recorder = EpochHistory()
+                result = train_trial(config, data, [recorder, *self.callbacks])
+                metrics = self._measure(result, data)
+                value = metrics.get(metric)
+                if value is None:
+                    raise ValueError(f"metric {metric} is undefined on validation fold {step + 1}")
+                share = len(data.y_val) / (len(data.y_val) + len(data.y_train))
+                folds.add(recorder.history, metrics, float(value), share)
+                recorder = None
+                trial.report(float(np.mean(folds.values)), step)
+                if trial.should_prune():
+                    folds.write(trial)
+                    raise optuna.TrialPruned(f"mean {metric} {np.mean(folds.values):.4f} after fold {step + 1}")
+        except optuna.TrialPruned:
+            raise
+        except Exception as error:
+            if recorder is not None:
+                folds.histories.append(recorder.history)
+            folds.write(trial)
+            trial.set_user_attr("fail_reason", describe_exception(error))
+            raise
+        return float(folds.write(trial)["mean"])
+
+
+class _FoldRecord:
+    """Per-fold results of one cross-validated trial, written as the trial record: `cv`,
+    `metrics` (fold means; confusion matrices summed) and `history` (fold mean per epoch)."""
+
+    def __init__(self) -> None:
+        self.histories: list[dict[str, list[float]]] = []
+        self.metrics: list[dict[str, Any]] = []
+        self.values: list[float] = []
+        self.shares: list[float] = []
+
+    def add(self, history: dict[str, list[float]], metrics: dict[str, Any], value: float, share: float) -> None:
+        self.histories.append(history)
+        self.metrics.append(metrics)
+        self.values.append(value)
+        self.shares.append(share)
+
+    def write(self, trial: optuna.Trial) -> dict[str, Any]:
+        from objectives import cv_summary
+
+        trial.set_user_attr("history", _history_record(_mean_history(self.histories)))
+        if not self.values:
+            return {}
+        summary = cv_summary(self.values, float(np.mean(self.shares)))
+        trial.set_user_attr("cv", summary)
+        trial.set_user_attr("metrics", _mean_metrics(self.metrics))
+        return summary
+
+
+def _mean_history(histories: list[dict[str, list[float]]]) -> dict[str, list[float]]:
+    merged: dict[str, list[float]] = {}
+    for key in HISTORY_KEYS:
+        longest = max((len(h.get(key, [])) for h in histories), default=0)
+        merged[key] = [float(np.mean([h[key][epoch] for h in histories if len(h.get(key, [])) > epoch]))
+                       for epoch in range(longest)]
+    return merged
+
+
+def _mean_metrics(fold_metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each scalar metric's mean over folds (leaving out folds where it is undefined), the
+    confusion matrices summed over folds, and the number of folds."""
+    merged: dict[str, Any] = {}
+    for name in fold_metrics[0]:
+        values = [m.get(name) for m in fold_metrics]
+        if name == "confusion_matrix":
+            merged[name] = np.sum([np.asarray(v) for v in values], axis=0).tolist()
+        elif all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values):
+            defined = [float(v) for v in values if v is not None]
+            merged[name] = float(np.mean(defined)) if defined else None
+        else:
+            merged[name] = values[0]
+    merged["n"] = int(sum(m.get("n", 0) for m in fold_metrics))
+    merged["folds"] = len(fold_metrics)
+    return merged

@@ -14,6 +14,14 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
+def _interval(cv: dict[str, Any] | None) -> str:
+    """A cross-validated trial's 95% interval and fold count, e.g. `[0.71, 0.83] 10 folds`."""
+    if not cv or cv.get("ci95", [None])[0] is None:
+        return ""
+    low, high = cv["ci95"]
+    return f"[{low:.3f}, {high:.3f}] {len(cv.get('folds', []))} folds"
+
+
 def trial_rows(study: optuna.Study) -> list[dict[str, str]]:
     rows = []
     for trial in study.get_trials(deepcopy=False):
@@ -24,6 +32,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, str]]:
             "trial": str(trial.number),
             "state": trial.state.name,
             "value": "" if trial.value is None else f"{trial.value:.4f}",
+            "95% CI": _interval(trial.user_attrs.get("cv")),
             "epochs": str(epochs) if epochs else "",
             "seconds": "" if duration is None else f"{duration:.1f}",
             "params": " ".join(f"{k}={_format_value(v)}" for k, v in trial.params.items()),
@@ -54,5 +63,7 @@ def status_report(study: optuna.Study, metric: str) -> str:
     if completed:
         best = study.best_trial
         params = ", ".join(f"{k}={_format_value(v)}" for k, v in best.params.items())
-        lines.append(f"best: trial {best.number}, {metric} {best.value:.4f} ({params})")
+        interval = _interval(best.user_attrs.get("cv"))
+        interval = f", 95% CI {interval}" if interval else ""
+        lines.append(f"best: trial {best.number}, {metric} {best.value:.4f}{interval} ({params})")
     return "\n".join(lines)
