@@ -4,6 +4,7 @@ Only this package knows the shape of a storage URL; everything else receives a r
 or an Optuna storage from it."""
 
 from ._errors import StorageError
+from ._lock import storage_lock
 from ._url import (
     DEFAULT_STORAGE_URL,
     MAX_OVERFLOW,
@@ -31,4 +32,5 @@ __all__ = [
     "mask_url",
     "open_storage",
     "resolve_storage_url",
+    "storage_lock",
 ]

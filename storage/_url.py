@@ -140,16 +140,27 @@ def open_storage(
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
     stale_trial_callback: Callable[..., None] | None = None,
+    db_down_limit: float | None = None,
 ) -> Any:
-    """Resolve, check and open an Optuna RDBStorage (tables created on first use)."""
+    """Resolve, check and open an Optuna RDBStorage (tables created on first use).
+
+    With `db_down_limit` (seconds), the storage retries calls while the database is
+    unreachable, for at most that long in a row (see `ResilientRDBStorage`)."""
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
     resolved = resolve_storage_url(url)
     check_storage(resolved)
+    storage_class: Any = optuna.storages.RDBStorage
+    extra: dict[str, Any] = {}
+    if db_down_limit is not None:
+        from ._resilient import ResilientRDBStorage
+
+        storage_class, extra = ResilientRDBStorage, {"down_limit": db_down_limit}
     try:
-        return optuna.storages.RDBStorage(
+        return storage_class(
             resolved,
+            **extra,
             engine_kwargs=engine_options(resolved),
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,

@@ -1,0 +1,280 @@
+"""One worker process's loop: take the next trial of the study's total budget under the storage
+lock, train it with a heartbeat, and hand it back for a retry when the process is told to stop
+(SIGTERM from a preempted node, Ctrl-C). Trials of dead workers are failed and queued for a
+retry by whichever worker looks next (Optuna heartbeats and the stale-trial callback)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import FrozenTrial, TrialState
+
+from storage import StorageError, storage_lock
+
+from ._budget import RetryTrial, budget_used
+from ._errors import WorkerError
+from ._progress import Progress, study_progress
+
+_logger = logging.getLogger("medsweep.worker")
+
+# How long a worker told to stop may take before it leaves without handing its trial back
+# (another worker then retries it after the heartbeat grace period): inside the 10 s a
+# container runtime or a person waits.
+HARD_STOP_SECONDS = 8.5
+WAIT_POLL_SECONDS = 2.0
+
+
+class TrialInterrupted(Exception):
+    """Raised inside Keras fit at the next batch end after SIGTERM/SIGINT."""
+
+
+class StopRequest:
+    """Set by SIGTERM/SIGINT (or by a caller); the worker stops at the next batch end."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signal_number: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __call__(self) -> bool:
+        return self.event.is_set()
+
+    def request(self, signal_number: int | None = None) -> None:
+        if self.event.is_set():
+            return
+        self.signal_number = signal_number
+        self.event.set()
+        if signal_number is not None:
+            # Should a trial not reach a batch end in time (a long decode, a hung call), leave
+            # anyway: the heartbeat stops and another worker retries the trial.
+            timer = threading.Timer(HARD_STOP_SECONDS, os._exit, args=(128 + signal_number,))
+            timer.daemon = True
+            timer.start()
+
+    def _handle(self, signal_number: int, _frame: Any) -> None:
+        name = signal.Signals(signal_number).name
+        if self.event.is_set():
+            _logger.warning("%s again: leaving now", name)
+            os._exit(128 + signal_number)
+        print(f"{name}: handing the current trial back for a retry and stopping", flush=True)
+        self.request(signal_number)
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for number in (signal.SIGTERM, signal.SIGINT):
+            self._previous[number] = signal.signal(number, self._handle)
+
+    def restore(self) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous.clear()
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.signal_number is None else 128 + self.signal_number
+
+
+def worker_keras_callback(stop: StopRequest, progress: Progress) -> Any:
+    """A Keras callback: raise TrialInterrupted at the first batch end after a stop request,
+    and report each epoch to the progress display."""
+    from objectives._keras import import_keras
+
+    keras = import_keras()
+
+    class WorkerCallback(keras.callbacks.Callback):
+        def _check(self, *_: Any, **__: Any) -> None:
+            if stop():
+                raise TrialInterrupted("the worker was told to stop")
+
+        on_train_batch_end = on_test_batch_end = on_predict_batch_end = _check
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            self._check()
+            progress.epoch(epoch + 1, self.params.get("epochs") if self.params else None, dict(logs or {}))
+
+    return WorkerCallback()
+
+
+@dataclass
+class LoopSummary:
+    trials: list[FrozenTrial] = field(default_factory=list)
+    stop_reason: str = ""
+    exit_code: int = 0
+
+    def count(self, state: TrialState) -> int:
+        return sum(1 for t in self.trials if t.state == state)
+
+
+def _lock(storage: Any, name: str) -> Any:
+    return storage.lock(name) if hasattr(storage, "lock") else storage_lock(storage, name)
+
+
+def _heartbeat(study: optuna.Study, trial_id: int) -> Any:
+    from optuna.storages._heartbeat import get_heartbeat_thread
+
+    return get_heartbeat_thread(trial_id, study._storage)
+
+
+def _fail_stale_trials(study: optuna.Study) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def _heartbeat_enabled(storage: Any) -> bool:
+    return getattr(storage, "heartbeat_interval", None) is not None
+
+
+def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: int | None = None,
+               timeout: float | None = None, max_consecutive_failures: int = 3, max_retries: int = 2,
+               stop: StopRequest | None = None, progress: Progress | None = None,
+               on_trial: Callable[[FrozenTrial], None] | None = None) -> LoopSummary:
+    """Run trials of `study` until it has `n_trials` finished ones (all workers together, none
+    left running or queued), `timeout` passes, or `stop` is requested.
+
+    `storage` is the RDBStorage the study was loaded from (the lock and heartbeats use it)."""
+    stop = stop or StopRequest()
+    progress = progress or Progress("quiet")
+    retry = RetryTrial(max_retries)
+    summary = LoopSummary()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    lock_name = f"budget:{study.study_name}"
+    consecutive_failures = 0
+    waiting_for = -1
+
+    while True:
+        if stop():
+            summary.stop_reason = "stopped by a signal" if stop.signal_number else "stopped"
+            break
+        if deadline is not None and time.monotonic() >= deadline:
+            summary.stop_reason = f"the {timeout:g} s time limit passed"
+            break
+        trial = None
+        with _lock(storage, lock_name):
+            if _heartbeat_enabled(storage):
+                _fail_stale_trials(study)
+            trials = study.get_trials(deepcopy=False)
+            queued = any(t.state == TrialState.WAITING for t in trials)
+            running = sum(t.state == TrialState.RUNNING for t in trials)
+            if queued or n_trials is None or budget_used(study) < n_trials:
+                with warnings.catch_warnings():
+                    # Optuna warns that heartbeats are meant for Study.optimize; this loop
+                    # runs the heartbeat thread itself, as Study.optimize does.
+                    warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                    trial = study.ask()
+                if _heartbeat_enabled(storage):
+                    storage.record_heartbeat(trial._trial_id)  # stale-able even if we die right now
+        if trial is None:
+            if running == 0:
+                summary.stop_reason = f"the study has its {n_trials} trials"
+                break
+            if running != waiting_for:
+                progress.waiting(running)
+                waiting_for = running
+            wait = WAIT_POLL_SECONDS
+            if _heartbeat_enabled(storage):
+                wait = max(wait, float(storage.heartbeat_interval))
+            stop.event.wait(wait)
+            continue
+        waiting_for = -1
+
+        frozen = study._storage.get_trial(trial._trial_id)
+        retry_of = frozen.system_attrs.get("failed_trial")
+        progress.trial_started(trial.number, frozen.params, study_progress(study, n_trials), retry_of)
+        outcome = _run_one(study, storage, trial, objective, stop)
+        note = ""
+        if outcome.state is None:  # taken over: another worker failed it as stale and retried it
+            note = "taken over by another worker after a missed heartbeat"
+            final = study._storage.get_trial(trial._trial_id)
+        elif outcome.interrupted:
+            final = _hand_back(study, storage, trial, retry, lock_name, stop)
+            note = "handed back for a retry" if final.number in _retried(study) else "not retried: retry limit reached"
+        else:
+            try:
+                study.tell(trial, outcome.value, state=outcome.state)
+            except UpdateFinishedTrialError:
+                note = "taken over by another worker after a missed heartbeat"
+            final = study._storage.get_trial(trial._trial_id)
+        summary.trials.append(final)
+        progress.trial_finished(final, study_progress(study, n_trials), note)
+        if on_trial is not None:
+            on_trial(final)
+        if outcome.interrupted:
+            summary.stop_reason = "stopped by a signal; the running trial was handed back"
+            break
+        consecutive_failures = consecutive_failures + 1 if final.state == TrialState.FAIL and not note else 0
+        if consecutive_failures >= max_consecutive_failures:
+            reason = final.user_attrs.get("fail_reason", "see the worker log")
+            raise WorkerError(
+                f"{consecutive_failures} trials in a row failed (last, trial {final.number}: {reason}); "
+                "fix the cause and start the worker again (`medsweep status` lists each reason)"
+            )
+    summary.exit_code = stop.exit_code
+    return summary
+
+
+def _retried(study: optuna.Study) -> set[int]:
+    from ._budget import retried_numbers
+
+    return retried_numbers(study.get_trials(deepcopy=False))
+
+
+@dataclass
+class _Outcome:
+    state: TrialState | None
+    value: float | None = None
+    interrupted: bool = False
+
+
+def _run_one(study: optuna.Study, storage: Any, trial: optuna.Trial, objective: Any, stop: StopRequest) -> _Outcome:
+    """Train one trial with its heartbeat running; classify how it ended."""
+    import gc
+
+    try:
+        with _heartbeat(study, trial._trial_id):
+            try:
+                value = objective(trial)
+                return _Outcome(TrialState.COMPLETE, float(value))
+            except optuna.TrialPruned:
+                return _Outcome(TrialState.PRUNED)
+            except StorageError:
+                raise  # the database is gone for longer than the limit: stop this worker
+            except UpdateFinishedTrialError:
+                return _Outcome(None)
+            except Exception as error:
+                if stop() or isinstance(error, TrialInterrupted):
+                    return _Outcome(TrialState.FAIL, interrupted=True)
+                if isinstance(error, UpdateFinishedTrialError) or isinstance(error.__cause__, UpdateFinishedTrialError):
+                    return _Outcome(None)
+                if study._storage.get_trial(trial._trial_id).state.is_finished():
+                    return _Outcome(None)
+                _logger.debug("trial %s failed", trial.number, exc_info=True)
+                return _Outcome(TrialState.FAIL)
+    finally:
+        gc.collect()
+
+
+def _hand_back(study: optuna.Study, storage: Any, trial: optuna.Trial, retry: RetryTrial, lock_name: str,
+               stop: StopRequest) -> FrozenTrial:
+    """Fail the interrupted trial and queue its retry in one step under the budget lock, so no
+    other worker sees the budget one short in between."""
+    name = signal.Signals(stop.signal_number).name if stop.signal_number else "a stop request"
+    with _lock(storage, lock_name):
+        try:
+            trial.set_user_attr("fail_reason", f"interrupted by {name}; handed back for a retry")
+            study.tell(trial, state=TrialState.FAIL)
+        except UpdateFinishedTrialError:
+            return study._storage.get_trial(trial._trial_id)
+        final = study._storage.get_trial(trial._trial_id)
+        retry(study, final)
+    return final
