@@ -110,22 +110,36 @@ def create(study: str, data_dir: str, val_dir: str | None, validation_fraction: 
 
 @main.command()
 @click.argument("study")
-@click.option("--n-trials", type=click.IntRange(min=1), help="Total trials for the study, across all workers.")
+@click.option("--n-trials", type=click.IntRange(min=1), help="Total trials for the study, across all workers and machines.")
 @click.option("--timeout", type=click.FloatRange(min=0), help="Stop starting trials after this many seconds.")
 @click.option("--max-failures", default=3, show_default=True, help="Stop after this many failed trials in a row.")
 @click.option("--data", "data_dir", type=click.Path(), help="The study's data under another path on this machine.")
 @training_options
+@click.option("--gpus", help="GPUs to use, one worker process each: all (default), none, or ids such as 0,1,3.")
+@click.option("--workers", type=click.IntRange(min=1), help="Run N CPU worker processes instead (small models).")
+@click.option("--max-retries", default=2, show_default=True, type=click.IntRange(min=0),
+              help="Retries of a trial whose worker died or was stopped.")
+@click.option("--heartbeat-interval", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Seconds between a running trial's heartbeats.")
+@click.option("--grace-period", default=40, show_default=True, type=click.IntRange(min=2),
+              help="Seconds without a heartbeat after which a trial counts as dead and is retried.")
+@click.option("--db-down-limit", default=300.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds the database may stay unreachable before the workers stop.")
+@click.option("--quiet", is_flag=True, help="No progress display, only warnings and the final line.")
+@click.option("--in-process", is_flag=True, hidden=True, help="Run one worker in this process (used by the supervisor).")
 @storage_option
-def worker(study: str, n_trials: int | None, timeout: float | None, max_failures: int,
-           data_dir: str | None, storage: str) -> None:
-    """Run trials of a study; start several (processes or machines) on one database."""
-    from ._worker import run_worker
+def worker(study: str, n_trials: int | None, timeout: float | None, max_failures: int, data_dir: str | None,
+           gpus: str | None, workers: int | None, max_retries: int, heartbeat_interval: int, grace_period: int,
+           db_down_limit: float, quiet: bool, in_process: bool, storage: str) -> None:
+    """Run trials of a study: one process per GPU (or --workers N on CPU), all sharing the
+    study's --n-trials budget; start more on other machines against the same database."""
+    from ._supervisor import WorkerOptions, worker_command
 
-    summary = run_worker(_open(storage), study, n_trials=n_trials, timeout=timeout,
-                         max_consecutive_failures=max_failures, data_dir=data_dir)
-    states = {t.state.name.lower() for t in summary.trials}
-    counts = ", ".join(f"{sum(t.state.name.lower() == s for t in summary.trials)} {s}" for s in sorted(states))
-    click.echo(f"worker done: ran {len(summary.trials)} trials ({counts or 'none'}); {summary.stop_reason}")
+    options = WorkerOptions(n_trials, timeout, max_failures, data_dir, max_retries, heartbeat_interval,
+                            grace_period, db_down_limit, quiet)
+    code = worker_command(storage, study, options, gpus=gpus, workers=workers, in_process=in_process,
+                          echo=click.echo)
+    sys.exit(code)
 
 
 @main.command()
