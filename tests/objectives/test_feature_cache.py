@@ -1,0 +1,229 @@
+"""The feature cache: a head trained on cached frozen-backbone features reaches the full model's
+result; the cache survives two processes filling it at once; any changed key part misses."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from objectives import ArrayCache, ConfigError, DataSpec, ImageDataset, TrialConfig, train_trial
+from tests.conftest import SHARED_WEIGHTS
+
+# Same data, seed and config: per-epoch losses within LOSS_TOLERANCE, final AUC within AUC_TOLERANCE.
+# (The only difference is floating-point round-off: features are computed in batches of 32 once,
+# the full model recomputes them in training batches.)
+LOSS_TOLERANCE = 1e-3
+AUC_TOLERANCE = 0.02
+
+FROZEN = TrialConfig(backbone="VGG19", weights="none", image_size=32, augmentation=False, epochs=3,
+                     batch_size=4, learning_rate=1e-3, dense_units=16, dropout=0.3, seed=3)
+
+
+def _arrays(folder: Path, size: int = 32) -> Any:
+    return ImageDataset.open(DataSpec(str(folder))).arrays(size)
+
+
+def _assert_same_result(full: Any, cached: Any) -> None:
+    for key in ("loss", "val_loss", "accuracy", "val_accuracy"):
+        assert len(full.history[key]) == len(cached.history[key])
+        np.testing.assert_allclose(cached.history[key], full.history[key], atol=LOSS_TOLERANCE, err_msg=key)
+    assert abs(cached.metrics["auc"] - full.metrics["auc"]) <= AUC_TOLERANCE
+    assert abs(cached.metrics["loss"] - full.metrics["loss"]) <= LOSS_TOLERANCE
+    np.testing.assert_allclose(cached.outputs, full.outputs, atol=LOSS_TOLERANCE)
+
+
+@pytest.mark.slow
+def test_head_on_cached_features_matches_full_model(image_folder: Path, tmp_path: Path) -> None:
+    data = _arrays(image_folder)
+    cache = tmp_path / "cache"
+    full = train_trial(FROZEN.replace(feature_cache=False), data, feature_cache_dir=cache)
+    assert full.feature_cache == "off" and not ArrayCache(cache).entries()
+    filled = train_trial(FROZEN, data, feature_cache_dir=cache)
+    hit = train_trial(FROZEN, data, feature_cache_dir=cache)
+    assert (filled.feature_cache, hit.feature_cache) == ("filled", "hit")
+    assert len(ArrayCache(cache).entries()) == 1
+    _assert_same_result(full, filled)
+    _assert_same_result(full, hit)
+
+
+@pytest.mark.skipif(not (SHARED_WEIGHTS / "mobilenet_2_5_224_tf_no_top.h5").is_file(),
+                    reason="needs ../shared/weights/mobilenet_2_5_224_tf_no_top.h5 (real MobileNet weights)")
+def test_pretrained_three_class_head_matches_full_model(three_class_folder: Path, tmp_path: Path) -> None:
+    config = FROZEN.replace(backbone="MobileNet", alpha=0.25, weights=str(SHARED_WEIGHTS), epochs=2, seed=1)
+    data = _arrays(three_class_folder)
+    full = train_trial(config.replace(feature_cache=False), data)
+    cached = train_trial(config, data, feature_cache_dir=tmp_path / "cache")
+    assert cached.feature_cache == "filled"
+    _assert_same_result(full, cached)
+    # keep_model puts the trained head on a full model that takes images and predicts the same
+    kept = train_trial(config, data, feature_cache_dir=tmp_path / "cache", keep_model=True)
+    assert kept.feature_cache == "hit"
+    np.testing.assert_allclose(kept.model.predict(data.x_val.astype(np.float32), verbose=0)[:, :],
+                               cached.outputs, atol=LOSS_TOLERANCE)
+
+
+@pytest.mark.slow
+def test_changed_images_size_or_seed_miss_and_damaged_entries_are_recomputed(image_folder: Path,
+                                                                             tmp_path: Path) -> None:
+    data = _arrays(image_folder)
+    cache = tmp_path / "cache"
+    short = FROZEN.replace(epochs=1)
+    assert train_trial(short, data, feature_cache_dir=cache).feature_cache == "filled"
+    (entry,) = ArrayCache(cache).entries()
+    entry.write_bytes(entry.read_bytes()[:100])  # a damaged file is a miss, then rewritten
+    assert train_trial(short, data, feature_cache_dir=cache).feature_cache == "filled"
+    assert train_trial(short.replace(learning_rate=1e-2, dense_units=8), data,
+                       feature_cache_dir=cache).feature_cache == "hit"  # head settings are not key parts
+    changed = np.array(data.x_train)
+    changed[0, 0, 0, 0] ^= 1  # one pixel of one image
+    altered = type(data)(data.class_names, changed, data.y_train, data.x_val, data.y_val)
+    assert train_trial(short, altered, feature_cache_dir=cache).feature_cache == "filled"
+    assert train_trial(short.replace(seed=4), data, feature_cache_dir=cache).feature_cache == "filled"
+    assert train_trial(short.replace(image_size=40), _arrays(image_folder, 40),
+                       feature_cache_dir=cache).feature_cache == "filled"
+    assert len(ArrayCache(cache).entries()) == 4
+
+
+def test_key_follows_weights_file_content_alpha_and_backbone(tmp_path: Path) -> None:
+    from objectives._cached_features import feature_key
+
+    weights = tmp_path / "weights.h5"
+    weights.write_bytes(b"\x89HDF\r\n\x1a\n" + b"0" * 100)
+    base = TrialConfig(backbone="MobileNet", alpha=0.25, weights=str(weights), image_size=64)
+    before = feature_key(base, "images", 0)
+    assert feature_key(base, "images", 0) == before
+    os.utime(weights, (time.time() + 5, time.time() + 5))
+    weights.write_bytes(b"\x89HDF\r\n\x1a\n" + b"1" * 100)
+    assert feature_key(base, "images", 0)["sha256"] != before["sha256"]
+    others = [feature_key(base.replace(alpha=0.5), "images", 0), feature_key(base.replace(image_size=96), "images", 0),
+              feature_key(base, "other images", 0), feature_key(base, "images", 4),
+              feature_key(base.replace(backbone="VGG19", alpha=1.0, weights="none"), "images", 0)]
+    cache = ArrayCache(tmp_path)
+    paths = {cache.path_for(k) for k in others + [before, feature_key(base, "images", 0)]}
+    assert len(paths) == len(others) + 2
+    # a random backbone's features depend on the seed; pretrained ones do not
+    assert feature_key(base.replace(seed=1), "images", 0) == feature_key(base, "images", 0)
+    random_init = base.replace(weights="none")
+    assert feature_key(random_init.replace(seed=1), "images", 0) != feature_key(random_init, "images", 0)
+
+
+def _fill(folder: str, marker_dir: str, result_file: str) -> None:
+    def compute() -> dict[str, np.ndarray]:
+        Path(marker_dir, f"computed-{os.getpid()}").touch()
+        time.sleep(1.0)  # a slow backbone: the other process arrives while this one computes
+        return {"features": np.arange(200_000, dtype=np.float32).reshape(1000, 200)}
+
+    arrays, _ = ArrayCache(folder).get_or_compute({"entry": "shared"}, compute)
+    np.save(result_file, arrays["features"])
+
+
+def _hammer_reads(folder: str, stop_file: str, report: str) -> None:
+    cache, seen = ArrayCache(folder), {"none": 0, "whole": 0, "bad": 0}
+    while not Path(stop_file).exists():
+        found = cache.load({"entry": "rewritten"})
+        if found is None:
+            seen["none"] += 1
+        elif found["features"].shape == (1000, 200) and float(found["features"][-1, -1]) == 199_999.0:
+            seen["whole"] += 1
+        else:
+            seen["bad"] += 1
+    Path(report).write_text(repr(seen))
+
+
+def test_two_processes_filling_one_entry(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("spawn")
+    folder = tmp_path / "cache"
+    workers = [context.Process(target=_fill, args=(str(folder), str(tmp_path), str(tmp_path / f"r{i}.npy")))
+               for i in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    assert len(list(tmp_path.glob("computed-*"))) == 1  # the second waited and read the first's entry
+    np.testing.assert_array_equal(np.load(tmp_path / "r0.npy"), np.load(tmp_path / "r1.npy"))
+    assert [p.name for p in folder.iterdir() if not p.name.endswith(".lock")] == [ArrayCache(folder).path_for(
+        {"entry": "shared"}).name]  # no temporary files left behind
+
+
+def test_readers_never_see_a_half_written_entry(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("spawn")
+    folder, stop, report = tmp_path / "cache", tmp_path / "stop", tmp_path / "report"
+    reader = context.Process(target=_hammer_reads, args=(str(folder), str(stop), str(report)))
+    reader.start()
+    cache = ArrayCache(folder)
+    features = np.arange(200_000, dtype=np.float32).reshape(1000, 200)
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        cache.store({"entry": "rewritten"}, {"features": features})
+    stop.touch()
+    reader.join(30)
+    seen = eval(report.read_text())
+    assert seen["bad"] == 0 and seen["whole"] > 0
+
+
+def test_augmented_views_are_cached_and_exact_augmentation_is_not(image_folder: Path, tmp_path: Path) -> None:
+    data = _arrays(image_folder)
+    cache = tmp_path / "cache"
+    exact = train_trial(FROZEN.replace(augmentation=True, epochs=1), data, feature_cache_dir=cache)
+    assert exact.feature_cache == "off"
+    viewed = train_trial(FROZEN.replace(augmentation=True, augmented_views=3, epochs=2), data,
+                         feature_cache_dir=cache)
+    assert viewed.feature_cache == "filled" and len(viewed.history["loss"]) == 2
+    (entry,) = ArrayCache(cache).entries()
+    with np.load(entry) as stored:
+        assert stored["views"].shape[:2] == (3, len(data.x_train) + len(data.x_val))
+        assert not np.allclose(stored["views"][0], stored["views"][1])
+
+
+@pytest.mark.slow
+def test_two_stage_fine_tuning_starts_from_the_cached_head(image_folder: Path, tmp_path: Path) -> None:
+    import keras
+
+    class FirstWeights(keras.callbacks.Callback):
+        def on_train_begin(self, logs: Any = None) -> None:
+            self.dense = [np.array(w) for w in self.model.get_layer("dense").get_weights()]
+
+    data = _arrays(image_folder)
+    cache = tmp_path / "cache"
+    stage_one = train_trial(FROZEN.replace(epochs=2), data, feature_cache_dir=cache, keep_model=True)
+    expected = [np.array(w) for w in stage_one.model.get_layer("dense").get_weights()]
+    probe = FirstWeights()
+    two_stage = FROZEN.replace(fine_tune_fraction=0.2, frozen_warmup_epochs=2, epochs=1)
+    result = train_trial(two_stage, data, [probe], feature_cache_dir=cache)
+    assert result.feature_cache == "off" and len(result.history["loss"]) == 1
+    for got, want in zip(probe.dense, expected):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    cold = FirstWeights()
+    train_trial(two_stage.replace(frozen_warmup_epochs=0), data, [cold], feature_cache_dir=cache)
+    assert not np.allclose(cold.dense[0], expected[0])
+
+
+@pytest.mark.parametrize("field, value", [("augmented_views", -1), ("augmented_views", 65),
+                                          ("frozen_warmup_epochs", -2), ("feature_cache", "yes")])
+def test_new_fields_are_validated_with_their_name(field: str, value: Any) -> None:
+    with pytest.raises(ConfigError, match=field):
+        TrialConfig.from_dict({field: value})
+
+
+def test_worker_options_mixed_precision_is_off_on_cpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from objectives import set_worker_options
+    from objectives._runtime import apply_precision_policy, gpu_available, jit_compile_setting
+
+    for name in ("MEDSWEEP_CACHE_DIR", "MEDSWEEP_MIXED_PRECISION", "MEDSWEEP_XLA"):
+        monkeypatch.delenv(name, raising=False)
+    set_worker_options(cache_dir=tmp_path / "c", mixed_precision=True, xla="off")
+    assert os.environ["MEDSWEEP_CACHE_DIR"] == str((tmp_path / "c").resolve())
+    assert jit_compile_setting() is False
+    assert apply_precision_policy() == ("mixed_float16" if gpu_available() else "float32")
+    set_worker_options(mixed_precision=False)
+    assert apply_precision_policy() == "float32" and jit_compile_setting() is None
+    with pytest.raises(ConfigError, match="xla"):
+        set_worker_options(xla="sometimes")
