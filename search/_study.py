@@ -9,7 +9,7 @@ from typing import Any
 
 import optuna
 
-from objectives import METRIC_DIRECTIONS, DataSpec, ImageDataset
+from objectives import METRIC_DIRECTIONS, DataSpec, ImageDataset, ObjectiveError, parse_objective
 from storage import describe_storage
 
 from ._errors import StudyError
@@ -73,8 +73,15 @@ def create_study(storage: Any, name: str, dataset: ImageDataset, space: SearchSp
                  metric: str = "auc", pruner: str = "median", resume: bool = False) -> optuna.Study:
     """Create a study with its settings, or reopen it with `resume`; nothing is written when the
     study exists and `resume` is off."""
-    if metric not in METRIC_DIRECTIONS:
-        raise StudyError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
+    try:
+        metric, direction, target_specificity = parse_objective(metric)
+    except ObjectiveError as error:
+        raise StudyError(str(error)) from None
+    if target_specificity is not None and len(dataset.class_names) != 2:
+        raise StudyError(
+            f"objective {metric} needs two classes, the data has {len(dataset.class_names)}; "
+            "choose auc or balanced_accuracy"
+        )
     make_pruner(pruner)
     if study_exists(storage, name):
         if not resume:
@@ -84,7 +91,7 @@ def create_study(storage: Any, name: str, dataset: ImageDataset, space: SearchSp
             )
         return load_study(storage, name)[0]
     settings = StudySettings(dataset.spec, dataset.fingerprint, space.to_dict(), metric,
-                             METRIC_DIRECTIONS[metric], pruner)
+                             direction, pruner)
     study = optuna.create_study(storage=storage, study_name=name, direction=settings.direction,
                                 sampler=make_sampler(), pruner=make_pruner(pruner))
     study.set_user_attr(SETTINGS_KEY, settings.to_dict())

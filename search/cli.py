@@ -79,33 +79,42 @@ def main() -> None:
 
 @main.command()
 @click.argument("study")
-@click.option("--data", "data_dir", required=True, type=click.Path(), help="Folder of class subfolders (TRAIN/<class>/...).")
+@click.option("--data", "data_dir", type=click.Path(), help="Folder of class subfolders (TRAIN/<class>/...).")
+@click.option("--manifest", type=click.Path(), help="CSV of path,label[,group] rows instead of --data.")
 @click.option("--val-dir", type=click.Path(), help="Separate validation folder with the same classes.")
 @click.option("--validation-fraction", default=0.2, show_default=True, help="Stratified validation share when there is no --val-dir.")
-@click.option("--split-seed", default=0, show_default=True, help="Seed of the stratified split.")
+@click.option("--split-seed", default=0, show_default=True, help="Seed of the test split, validation split and folds.")
+@click.option("--cv", default=0, show_default=True, type=click.IntRange(min=0), help="Cross-validate with K folds (0: one validation split).")
+@click.option("--repeats", default=1, show_default=True, type=click.IntRange(min=1), help="Repeat the K folds this often (new shuffles).")
+@click.option("--test-fraction", default=0.0, show_default=True, type=click.FloatRange(0, 0.5), help="Lock this share of images as a test set no trial sees.")
+@click.option("--test-dir", type=click.Path(), help="Separate locked test folder with the same classes.")
+@click.option("--group-pattern", help=r"Regex on file names giving the group (patient) id, e.g. '^(P\d+)_'.")
 @click.option("--space", "space_file", type=click.Path(), help="Search space YAML; overrides the default space.")
-@click.option("--metric", type=click.Choice(_METRICS), default="auc", show_default=True, help="Objective (validation).")
+@click.option("--metric", default="auc", show_default=True,
+              help=f"Objective: {', '.join(_METRICS)}, or sens@spec=0.9 (sensitivity at a target specificity).")
 @click.option("--pruner", type=click.Choice(_PRUNERS), default="median", show_default=True)
 @click.option("--resume", is_flag=True, help="Reuse the study if it exists instead of failing.")
 @storage_option
-def create(study: str, data_dir: str, val_dir: str | None, validation_fraction: float, split_seed: int,
-           space_file: str | None, metric: str, pruner: str, resume: bool, storage: str) -> None:
-    """Create a study on a data folder (checks every image first)."""
-    from objectives import DataSpec, ImageDataset
+def create(study: str, data_dir: str | None, manifest: str | None, val_dir: str | None, validation_fraction: float,
+           split_seed: int, cv: int, repeats: int, test_fraction: float, test_dir: str | None,
+           group_pattern: str | None, space_file: str | None, metric: str, pruner: str, resume: bool,
+           storage: str) -> None:
+    """Create a study on a data folder or manifest (checks every image, reports duplicates and groups)."""
+    from objectives import ImageDataset
 
     from ._space import SearchSpace
     from ._study import create_study
+    from ._trust import describe_dataset, make_data_spec
 
     space = SearchSpace.from_yaml(space_file) if space_file else SearchSpace.default()
-    spec = DataSpec(str(Path(data_dir).expanduser().resolve()),
-                    str(Path(val_dir).expanduser().resolve()) if val_dir else None,
-                    validation_fraction, split_seed)
+    spec = make_data_spec(data_dir, manifest=manifest, val_dir=val_dir, validation_fraction=validation_fraction,
+                          split_seed=split_seed, group_pattern=group_pattern, cv=cv, repeats=repeats,
+                          test_fraction=test_fraction, test_dir=test_dir)
     dataset = ImageDataset.open(spec)
     dataset.check_decodable()
     created = create_study(_open(storage), study, dataset, space, metric=metric, pruner=pruner, resume=resume)
-    fingerprint = dataset.fingerprint
-    click.echo(f"study {created.study_name}: {fingerprint['file_count']} images, classes "
-               f"{', '.join(fingerprint['class_names'])}; objective {metric}, pruner {pruner}")
+    settings_metric = created.user_attrs.get("medsweep", {}).get("metric", metric)
+    click.echo(f"study {created.study_name}: {describe_dataset(dataset)}; objective {settings_metric}, pruner {pruner}")
 
 
 @main.command()
@@ -173,12 +182,28 @@ def export(study: str, output: str, storage: str) -> None:
 
 @main.command()
 @click.argument("config_file", type=click.Path())
-@click.option("--data", "data_dir", required=True, type=click.Path(), help="Folder of class subfolders to train on.")
+@click.option("--data", "data_dir", type=click.Path(), help="Folder of class subfolders to train on (with --final: the study's data under another path).")
 @click.option("--val-dir", type=click.Path(), help="Validation folder to measure the final model on.")
+@click.option("--final", is_flag=True, help="Train on every non-test image of the study, then measure the locked test set once.")
+@click.option("--remeasure", is_flag=True, help="With --final: measure the test set again although the export says it was.")
+@click.option("--bootstrap", default=1000, show_default=True, type=click.IntRange(min=0), help="With --final: bootstrap resamples for the test metrics' 95% intervals.")
 @click.option("-o", "--output", default="model.keras", show_default=True, type=click.Path())
 @click.option("--verbose", is_flag=True, help="Show Keras progress per epoch.")
-def train(config_file: str, data_dir: str, val_dir: str | None, output: str, verbose: bool) -> None:
+def train(config_file: str, data_dir: str | None, val_dir: str | None, final: bool, remeasure: bool, bootstrap: int,
+          output: str, verbose: bool) -> None:
     """Retrain an exported config (from `medsweep export`) and save the model; no study needed."""
+    if final:
+        from ._trust import format_metrics, train_final
+
+        done = train_final(config_file, output, data_dir=data_dir, remeasure=remeasure, bootstrap=bootstrap,
+                           verbose=2 if verbose else 0)
+        click.echo(f"saved {done.path} (trained on {done.trained_images} images); locked test set, "
+                   f"{done.test['images']} images, measured once:")
+        click.echo(format_metrics(done.test["metrics"], done.test["ci95"]))
+        click.echo(f"test metrics written to {done.export_path} and into the model")
+        return
+    if not data_dir:
+        raise click.UsageError("pass --data FOLDER, or --final to train on the study's own data")
     from ._export import train_from_export
 
     trained = train_from_export(config_file, data_dir, output, val_dir=val_dir, verbose=2 if verbose else 0)
@@ -186,6 +211,23 @@ def train(config_file: str, data_dir: str, val_dir: str | None, output: str, ver
         click.echo(f"note: {note}")
     measured = ", ".join(f"{k} {v:.3f}" for k, v in trained.metrics.items() if isinstance(v, float))
     click.echo(f"saved {trained.path}" + (f" (validation: {measured})" if measured else ""))
+
+
+@main.command()
+@click.argument("model_file", type=click.Path())
+@click.option("--data", "data", required=True, type=click.Path(), help="Folder of class subfolders or a path,label CSV.")
+@click.option("--bootstrap", default=1000, show_default=True, type=click.IntRange(min=0), help="Bootstrap resamples for the 95% intervals (0: none).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the bootstrap.")
+def evaluate(model_file: str, data: str, bootstrap: int, seed: int) -> None:
+    """Measure a saved model on labelled images: every metric with a bootstrap 95% interval."""
+    from objectives import evaluate_model
+
+    from ._trust import format_metrics
+
+    evaluation = evaluate_model(model_file, data, resamples=bootstrap, seed=seed)
+    note = f", threshold {evaluation.threshold:.4f} from the model" if evaluation.threshold is not None else ""
+    click.echo(f"{model_file} on {data}: {evaluation.metrics['n']} images{note}")
+    click.echo(format_metrics(evaluation.metrics, evaluation.intervals))
 
 
 @main.command()
