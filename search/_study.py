@@ -112,6 +112,8 @@ def load_study(storage: Any, name: str, *, sampler_seed: int | None = None) -> t
     if not raw:
         raise StudyError(f"study {name!r} was not created by medsweep (no settings stored); create one with `medsweep create`")
     settings = StudySettings.from_dict(raw)
+    from ._paper import spare_baselines  # survey baselines (`medsweep paper`) always train to the end
+
     study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(sampler_seed),
-                              pruner=make_pruner(settings.pruner))
+                              pruner=spare_baselines(make_pruner(settings.pruner)))
     return study, settings

@@ -242,6 +242,43 @@ def predict(model_file: str, files: tuple[str, ...]) -> None:
 
 
 @main.command()
+@click.argument("study")
+@click.option("-o", "--output", default="report.html", show_default=True, type=click.Path(), help="The HTML file to write.")
+@click.option("--png", "png_dir", type=click.Path(), help="Also write each figure as DIR/<figure>.png (needs Chromium).")
+@storage_option
+def report(study: str, output: str, png_dir: str | None, storage: str) -> None:
+    """Write one self-contained HTML report (opens offline): summary, baselines, figures."""
+    from ._report import write_study_report
+    from ._study import load_study
+
+    _quiet_optuna()
+    loaded, settings = load_study(_open(storage), study)
+    _, path, pngs = write_study_report(loaded, settings, output, png_dir)
+    click.echo(f"wrote {path}" + (f" and {len(pngs)} PNG figures in {png_dir}" if png_dir else ""))
+
+
+@main.command()
+@click.argument("study")
+@click.option("--data", "data_dir", type=click.Path(), help="Folder of class subfolders; needed when the study is new.")
+@click.option("--space", "space_file", type=click.Path(), help="Search space YAML for a new study (widened for the baselines).")
+@click.option("--metric", type=click.Choice(_METRICS), default="auc", show_default=True, help="Objective of a new study.")
+@click.option("--pruner", type=click.Choice(_PRUNERS), default="median", show_default=True)
+@storage_option
+def paper(study: str, data_dir: str | None, space_file: str | None, metric: str, pruner: str, storage: str) -> None:
+    """Enqueue the survey's ten configurations as a study's first trials (baselines)."""
+    from ._paper import run_paper
+    from ._space import SearchSpace
+
+    _quiet_optuna()
+    space = SearchSpace.from_yaml(space_file) if space_file else None
+    result = run_paper(_open(storage), study, data_dir=data_dir, space=space, metric=metric, pruner=pruner)
+    action = "created study" if result.created else "study"
+    click.echo(f"{action} {study}: enqueued {len(result.enqueued)} survey baselines"
+               + ("" if result.enqueued else " (it already holds all ten)")
+               + "; run `medsweep worker` to train them, then the search continues")
+
+
+@main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; the dashboard has no login.")
 @click.option("--port", default=8080, show_default=True)
 @storage_option
