@@ -1,0 +1,128 @@
+"""Input pipeline overhead: epoch time of a frozen MobileNet trial (full model, no feature
+cache) fed three ways, on the survey's brain_mri images:
+
+- medsweep: files decoded and resized once per image size (`ImageDataset.arrays`), then the
+  `tf.data` pipeline `train_trial` uses (shuffle, batch, parallel cast, prefetch);
+- in memory: the same images already as one float32 tensor, passed straight to `fit`;
+- per-epoch decode: a loader that reads, decodes and resizes every file in every epoch, as the
+  survey's template does with `ImageDataGenerator.flow_from_directory`.
+
+Epoch times are medians over the epochs after the first (which also traces the model).
+
+    python -m bench.pipeline [--epochs 4] [--size 224] [--data ../shared/data/brain_mri]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._common import BRAIN_MRI, WEIGHTS, EpochTimer, emit, median, require_data, table
+
+
+class PerEpochDecoder:
+    """A Keras PyDataset that opens and decodes each batch's files every epoch."""
+
+    def __new__(cls, paths: list[Path], labels: np.ndarray, size: int, batch_size: int, seed: int) -> Any:
+        import keras
+
+        from objectives import decode_image
+
+        class _Loader(keras.utils.PyDataset):
+            def __init__(self) -> None:
+                super().__init__(workers=1, use_multiprocessing=False)
+                self.order = np.arange(len(paths))
+                self.rng = np.random.default_rng(seed)
+                self.rng.shuffle(self.order)
+
+            def __len__(self) -> int:
+                return (len(paths) + batch_size - 1) // batch_size
+
+            def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+                chosen = self.order[index * batch_size:(index + 1) * batch_size]
+                images = np.stack([decode_image(paths[i], size) for i in chosen]).astype(np.float32)
+                return images, labels[chosen].astype(np.float32)[:, None]
+
+            def on_epoch_end(self) -> None:
+                self.rng.shuffle(self.order)
+
+        return _Loader()
+
+
+def _fit(model: Any, data: Any, epochs: int, **kwargs: Any) -> list[float]:
+    timer = EpochTimer()
+    model.fit(data, epochs=epochs, callbacks=[timer], verbose=0, **kwargs)
+    return timer.seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=BRAIN_MRI)
+    parser.add_argument("--weights", type=Path, default=WEIGHTS)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=5)
+    args = parser.parse_args()
+    require_data(args.data, args.weights)
+
+    import keras
+    import tensorflow as tf
+
+    from objectives import DataSpec, ImageDataset, TrialConfig, build_model
+    from objectives._train import make_dataset
+
+    config = TrialConfig(backbone="MobileNet", alpha=0.25, weights=str(args.weights), image_size=args.size,
+                         augmentation=False, batch_size=args.batch_size, learning_rate=1e-3, feature_cache=False)
+    spec = DataSpec(str(args.data), validation_fraction=0.2, split_seed=0)
+
+    def fresh_model() -> Any:
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(0)
+        return build_model(config, 2)
+
+    started = time.perf_counter()
+    dataset = ImageDataset.open(spec)
+    data = dataset.arrays(args.size)
+    decode_s = time.perf_counter() - started
+    print(f"  scan + decode + resize {len(data.x_train) + len(data.x_val)} files once: {decode_s:.2f} s", flush=True)
+
+    runs: dict[str, list[float]] = {}
+    pipeline = make_dataset(data.x_train, data.y_train, 2, args.batch_size, shuffle=True, seed=0)
+    runs["medsweep (decode once, tf.data)"] = _fit(fresh_model(), pipeline, args.epochs)
+    print(f"  medsweep pipeline: {runs['medsweep (decode once, tf.data)']}", flush=True)
+
+    tensor = tf.constant(data.x_train.astype(np.float32))
+    targets = tf.constant(data.y_train.astype(np.float32)[:, None])
+    runs["in-memory float32 tensors"] = _fit(fresh_model(), tensor, args.epochs, y=targets,
+                                             batch_size=args.batch_size, shuffle=True)
+    print(f"  in-memory tensors: {runs['in-memory float32 tensors']}", flush=True)
+
+    from objectives import stratified_split
+
+    train_index, _ = stratified_split(dataset.train_files.labels, spec.validation_fraction, spec.split_seed)
+    paths = [dataset.train_files.paths[i] for i in train_index]
+    labels = np.asarray(dataset.train_files.labels)[train_index]
+    loader = PerEpochDecoder(paths, labels, args.size, args.batch_size, 0)
+    runs["per-epoch decode from disk"] = _fit(fresh_model(), loader, args.epochs)
+    print(f"  per-epoch decode: {runs['per-epoch decode from disk']}", flush=True)
+
+    epoch = {name: median(seconds[1:]) for name, seconds in runs.items()}
+    memory = epoch["in-memory float32 tensors"]
+    rows = [[name, value, value / memory] for name, value in epoch.items()]
+    print()
+    print(table(["feed", "epoch s (median after 1st)", "vs in-memory"], rows))
+    print(f"(decoding the {len(data.x_train) + len(data.x_val)} files once took {decode_s:.2f} s; "
+          f"{len(data.x_train)} training images, batch {args.batch_size}, {args.size} px)")
+    overhead = epoch["medsweep (decode once, tf.data)"] / memory - 1
+    emit({"bench": "pipeline", "medsweep_epoch_s": epoch["medsweep (decode once, tf.data)"],
+          "in_memory_epoch_s": memory, "per_epoch_decode_s": epoch["per-epoch decode from disk"],
+          "overhead_vs_memory": overhead, "target_overhead": 0.10, "decode_once_s": decode_s,
+          "per_epoch_decode_vs_memory": epoch["per-epoch decode from disk"] / memory})
+
+
+if __name__ == "__main__":
+    main()
