@@ -13,12 +13,14 @@ from ._metrics import classification_metrics
 CV_INTERVAL_METHOD = "corrected resampled t (Nadeau & Bengio 2003)"
 
 
-def cv_summary(fold_values: Sequence[float], validation_share: float) -> dict[str, Any]:
+def cv_summary(fold_values: Sequence[float], validation_share: float,
+               bounds: tuple[float, float] | None = None) -> dict[str, Any]:
     """Mean, standard deviation and 95% interval of per-fold values.
 
     Folds share most of their training images, so their values are correlated and the plain
     t interval (std / sqrt(n)) is too narrow. The corrected resampled t interval widens the
-    variance by (1/n + n_validation/n_train); `validation_share` is n_validation / n_total."""
+    variance by (1/n + n_validation/n_train); `validation_share` is n_validation / n_total.
+    `bounds` clips the interval to the metric's range (e.g. 0 to 1 for AUC)."""
     from scipy import stats
 
     values = np.asarray(fold_values, dtype=np.float64)
@@ -30,7 +32,11 @@ def cv_summary(fold_values: Sequence[float], validation_share: float) -> dict[st
         half_width = float(stats.t.ppf(0.975, count - 1) * math.sqrt((1.0 / count + ratio) * std ** 2))
     else:
         half_width = math.nan
-    interval = [mean - half_width, mean + half_width] if math.isfinite(half_width) else [None, None]
+    interval: list[float | None] = [None, None]
+    if math.isfinite(half_width):
+        interval = [mean - half_width, mean + half_width]
+        if bounds is not None:
+            interval = [max(bounds[0], interval[0]), min(bounds[1], interval[1])]
     return {"mean": mean, "std": std, "ci95": [_round(v) for v in interval],
             "folds": [float(v) for v in values], "method": CV_INTERVAL_METHOD}
 

@@ -84,7 +84,7 @@ class TrialObjective:
         from objectives import EpochHistory, train_trial
 
         metric = self.settings.metric
-        folds = _FoldRecord()
+        folds = _FoldRecord(bounded=self.settings.direction == "maximize")
         recorder = None
         try:
             config = self.space.suggest(trial)
@@ -118,7 +118,8 @@ class _FoldRecord:
     """Per-fold results of one cross-validated trial, written as the trial record: `cv`,
     `metrics` (fold means; confusion matrices summed) and `history` (fold mean per epoch)."""
 
-    def __init__(self) -> None:
+    def __init__(self, bounded: bool = True) -> None:
+        self.bounded = bounded  # every maximised objective lies in [0, 1]; loss does not
         self.histories: list[dict[str, list[float]]] = []
         self.metrics: list[dict[str, Any]] = []
         self.values: list[float] = []
@@ -136,7 +137,7 @@ class _FoldRecord:
         trial.set_user_attr("history", _history_record(_mean_history(self.histories)))
         if not self.values:
             return {}
-        summary = cv_summary(self.values, float(np.mean(self.shares)))
+        summary = cv_summary(self.values, float(np.mean(self.shares)), (0.0, 1.0) if self.bounded else None)
         trial.set_user_attr("cv", summary)
         trial.set_user_attr("metrics", _mean_metrics(self.metrics))
         return summary

@@ -187,3 +187,13 @@ def test_an_image_in_both_training_and_test_folder_is_refused(tmp_path: Path) ->
     shutil.copyfile(leaked, test / "a" / "leaked.png")
     with pytest.raises(DataError, match="leaks"):
         ImageDataset.open(DataSpec(str(root), test_dir=str(test)))
+
+
+def test_a_separate_test_folder_is_locked_and_search_uses_every_training_image(tmp_path: Path) -> None:
+    root = write_image_folder(tmp_path / "T", {"a": 9, "b": 9}, size=32)
+    test = write_image_folder(tmp_path / "TEST", {"a": 3, "b": 2}, size=32, seed=5)
+    dataset = ImageDataset.open(DataSpec(str(root), test_dir=str(test), cv=3))
+    assert len(dataset.plan.development) == 18 and len(dataset.plan.test) == 0
+    x_test, y_test = dataset.test_arrays(32)
+    assert x_test.shape == (5, 32, 32, 3) and y_test.tolist() == [0, 0, 0, 1, 1]
+    assert dataset.fingerprint["file_count"] == 23

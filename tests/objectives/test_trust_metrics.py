@@ -73,15 +73,16 @@ def test_cv_interval_is_corrected_for_overlapping_training_sets() -> None:
     naive_half_width = 2.262 * np.std(folds, ddof=1) / np.sqrt(len(folds))
     assert (high - low) / 2 > 1.5 * naive_half_width  # sqrt(1/10 + 1/4) / sqrt(1/10) = 1.87
     assert cv_summary([0.7], 0.2)["ci95"] == [None, None]
+    assert cv_summary([0.3, 0.9], 0.2, bounds=(0.0, 1.0))["ci95"] == [0.0, 1.0]  # wide, clipped to AUC's range
 
 
 def test_bootstrap_intervals_bracket_the_point_estimate() -> None:
-    intervals = bootstrap_intervals(LABELS, SCORES, ["healthy", "tumour"], resamples=200, seed=1)
+    intervals = bootstrap_intervals(LABELS, SCORES, ["healthy", "tumour"], resamples=100, seed=1)
     point = classification_metrics(LABELS, SCORES, ["healthy", "tumour"])
     for name in ("accuracy", "auc", "sensitivity", "specificity", "balanced_accuracy"):
         low, high = intervals[name]
         assert low <= point[name] <= high and high - low > 0.05
-    again = bootstrap_intervals(LABELS, SCORES, ["healthy", "tumour"], resamples=200, seed=1)
+    again = bootstrap_intervals(LABELS, SCORES, ["healthy", "tumour"], resamples=100, seed=1)
     assert again == intervals
 
 
