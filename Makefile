@@ -18,7 +18,9 @@ demo: install
 	$(BIN)/medsweep demo
 
 # Starts a throwaway PostgreSQL 15 on 127.0.0.1 for the run and stops it afterwards.
+# Also installs Debian's chromium when missing (as root) for the dashboard browser test and PNGs.
 test: install
+	scripts/ensure-chromium.sh
 	scripts/with-postgres.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
