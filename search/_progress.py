@@ -12,7 +12,6 @@ from typing import Any, TextIO
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ._budget import finished_trials
 
 
 def format_seconds(seconds: float) -> str:
@@ -46,14 +45,19 @@ class StudyProgress:
 
 def study_progress(study: optuna.Study, budget: int | None) -> StudyProgress:
     """Done of budget, best so far, and an ETA: the mean duration of finished trials times the
-    trials left, shared among the trials running now (one per worker)."""
-    finished = finished_trials(study)
-    running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    trials left, shared among the trials running now (one per worker). One storage read."""
+    from ._budget import counts_towards_budget, retried_numbers
+
+    trials = study.get_trials(deepcopy=False)
+    retried = retried_numbers(trials)
+    finished = [t for t in trials if t.state.is_finished() and counts_towards_budget(t, retried)]
+    running = sum(t.state == TrialState.RUNNING for t in trials)
     durations = [t.duration.total_seconds() for t in finished if t.duration is not None]
-    completed = [t for t in finished if t.state == TrialState.COMPLETE]
+    completed = [t for t in finished if t.state == TrialState.COMPLETE and t.value is not None]
     best: FrozenTrial | None = None
     if completed:
-        best = study.best_trial
+        pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
+        best = pick(completed, key=lambda t: t.value)
     eta = None
     if budget is not None and durations:
         left = max(0, budget - len(finished))

@@ -20,9 +20,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from storage import StorageError, storage_lock
 
-from ._budget import RetryTrial, budget_used
+from ._budget import RetryTrial, counts_towards_budget, retried_numbers
 from ._errors import WorkerError
-from ._progress import Progress, study_progress
+from ._progress import Progress, StudyProgress, study_progress
 
 _logger = logging.getLogger("medsweep.worker")
 
@@ -152,6 +152,11 @@ def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: i
     consecutive_failures = 0
     waiting_for = -1
 
+    def snapshot() -> StudyProgress:
+        if progress.mode == "quiet":  # spare the database the reads nobody sees
+            return StudyProgress(0, n_trials, 0, None, None, None)
+        return study_progress(study, n_trials)
+
     while True:
         if stop():
             summary.stop_reason = "stopped by a signal" if stop.signal_number else "stopped"
@@ -166,7 +171,9 @@ def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: i
             trials = study.get_trials(deepcopy=False)
             queued = any(t.state == TrialState.WAITING for t in trials)
             running = sum(t.state == TrialState.RUNNING for t in trials)
-            if queued or n_trials is None or budget_used(study) < n_trials:
+            retried = retried_numbers(trials)
+            used = sum(counts_towards_budget(t, retried) for t in trials)
+            if queued or n_trials is None or used < n_trials:
                 with warnings.catch_warnings():
                     # Optuna warns that heartbeats are meant for Study.optimize; this loop
                     # runs the heartbeat thread itself, as Study.optimize does.
@@ -190,7 +197,7 @@ def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: i
 
         frozen = study._storage.get_trial(trial._trial_id)
         retry_of = frozen.system_attrs.get("failed_trial")
-        progress.trial_started(trial.number, frozen.params, study_progress(study, n_trials), retry_of)
+        progress.trial_started(trial.number, frozen.params, snapshot(), retry_of)
         outcome = _run_one(study, storage, trial, objective, stop)
         note = ""
         if outcome.state is None:  # taken over: another worker failed it as stale and retried it
@@ -206,7 +213,7 @@ def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: i
                 note = "taken over by another worker after a missed heartbeat"
             final = study._storage.get_trial(trial._trial_id)
         summary.trials.append(final)
-        progress.trial_finished(final, study_progress(study, n_trials), note)
+        progress.trial_finished(final, snapshot(), note)
         if on_trial is not None:
             on_trial(final)
         if outcome.interrupted:
@@ -224,8 +231,6 @@ def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: i
 
 
 def _retried(study: optuna.Study) -> set[int]:
-    from ._budget import retried_numbers
-
     return retried_numbers(study.get_trials(deepcopy=False))
 
 
@@ -237,31 +242,24 @@ class _Outcome:
 
 
 def _run_one(study: optuna.Study, storage: Any, trial: optuna.Trial, objective: Any, stop: StopRequest) -> _Outcome:
-    """Train one trial with its heartbeat running; classify how it ended."""
-    import gc
-
-    try:
-        with _heartbeat(study, trial._trial_id):
-            try:
-                value = objective(trial)
-                return _Outcome(TrialState.COMPLETE, float(value))
-            except optuna.TrialPruned:
-                return _Outcome(TrialState.PRUNED)
-            except StorageError:
-                raise  # the database is gone for longer than the limit: stop this worker
-            except UpdateFinishedTrialError:
-                return _Outcome(None)
-            except Exception as error:
-                if stop() or isinstance(error, TrialInterrupted):
-                    return _Outcome(TrialState.FAIL, interrupted=True)
-                if isinstance(error, UpdateFinishedTrialError) or isinstance(error.__cause__, UpdateFinishedTrialError):
-                    return _Outcome(None)
-                if study._storage.get_trial(trial._trial_id).state.is_finished():
-                    return _Outcome(None)
-                _logger.debug("trial %s failed", trial.number, exc_info=True)
-                return _Outcome(TrialState.FAIL)
-    finally:
-        gc.collect()
+    """Train one trial with its heartbeat running; classify how it ended. (No gc here:
+    `train_trial` clears the Keras session and collects garbage itself.)"""
+    with _heartbeat(study, trial._trial_id):
+        try:
+            return _Outcome(TrialState.COMPLETE, float(objective(trial)))
+        except optuna.TrialPruned:
+            return _Outcome(TrialState.PRUNED)
+        except StorageError:
+            raise  # the database is gone for longer than the limit: stop this worker
+        except UpdateFinishedTrialError:
+            return _Outcome(None)
+        except Exception as error:
+            if stop() or isinstance(error, TrialInterrupted):
+                return _Outcome(TrialState.FAIL, interrupted=True)
+            if study._storage.get_trial(trial._trial_id).state.is_finished():
+                return _Outcome(None)  # failed as stale by another worker meanwhile
+            _logger.debug("trial %s failed", trial.number, exc_info=True)
+            return _Outcome(TrialState.FAIL)
 
 
 def _hand_back(study: optuna.Study, storage: Any, trial: optuna.Trial, retry: RetryTrial, lock_name: str,

@@ -92,7 +92,8 @@ def engine_options(url: str) -> dict[str, Any]:
         "max_overflow": MAX_OVERFLOW,
         "pool_pre_ping": True,
         "pool_recycle": 1800,
-        "connect_args": {"connect_timeout": 10},
+        # The process id in pg_stat_activity shows which worker holds which connections.
+        "connect_args": {"connect_timeout": 10, "application_name": f"medsweep pid {os.getpid()}"},
     }
 
 

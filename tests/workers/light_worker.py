@@ -1,0 +1,50 @@
+"""A worker process that runs medsweep's real worker loop (`run_trials`: budget lock, ask and
+tell, heartbeat thread, retries, the database-restart tolerant storage from
+`open_worker_storage`) on a trivial objective instead of Keras training, so tests of the loop's
+mechanics can run many processes at once on two cores.
+
+    python tests/workers/light_worker.py STUDY N_TRIALS [SECONDS_PER_STEP]
+    (storage URL in $MEDSWEEP_STORAGE; prints one JSON line, or the error and exits 1)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+
+def main() -> int:
+    study_name, n_trials = sys.argv[1], int(sys.argv[2])
+    step_seconds = float(sys.argv[3]) if len(sys.argv) > 3 else 0.02
+    import optuna
+
+    from search import USER_ERRORS
+    from search._study import make_sampler
+    from search._supervisor import WorkerOptions, open_worker_storage
+    from search._trial_loop import run_trials
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0.0, 1.0)
+        for step in range(2):  # like epochs: intermediate values written while the heartbeat runs
+            time.sleep(step_seconds)
+            trial.report((x - 0.3) ** 2 + 0.1 / (step + 1), step)
+        return (x - 0.3) ** 2
+
+    try:
+        storage = open_worker_storage(os.environ["MEDSWEEP_STORAGE"],
+                                      WorkerOptions(heartbeat_interval=1, grace_period=10, db_down_limit=60))
+        study = optuna.load_study(study_name=study_name, storage=storage, sampler=make_sampler())
+        summary = run_trials(storage, study, objective, n_trials=n_trials)
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps({"pid": os.getpid(), "ran": len(summary.trials), "reason": summary.stop_reason}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Fault tests with real worker processes and real PostgreSQL: a worker killed with SIGKILL in
+the middle of Keras training, workers stopped with SIGTERM, the database restarted mid-search,
+and a database that stays down longer than the limit."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from search import run_worker
+from search._supervisor import WorkerOptions, open_worker_storage
+
+from .conftest import (FAST, LONG_SPACE, create_study, start_light_worker, start_worker, training_trial, trials,
+                       wait_for)
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+# The in-test worker that finishes a study: same heartbeat settings as the FAST processes.
+FINISHER = WorkerOptions(heartbeat_interval=1, grace_period=4, db_down_limit=60)
+
+
+def finished_count(all_trials: list) -> int:
+    """Complete, pruned and failed-but-not-retried trials: what the budget counts."""
+    retried = {n for t in all_trials for n in t.system_attrs.get("retry_history", [])}
+    return sum(t.state in FINISHED and t.number not in retried for t in all_trials)
+
+
+def unfinished(all_trials: list) -> list:
+    return [t for t in all_trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+
+def test_sigkilled_worker_trial_is_retried_by_another_worker(postgres_url: str, image_folder: Path,
+                                                             tmp_path: Path) -> None:
+    study = create_study(postgres_url, image_folder, tmp_path, space=LONG_SPACE)
+    # A budget of one trial: the only way the study can finish is by retrying the killed one.
+    first = start_worker(study, "--workers", "1", "--n-trials", "1", *FAST, storage=postgres_url,
+                         log=tmp_path / "first.log")
+    try:
+        victim = wait_for(lambda: training_trial(postgres_url, study), 120, "a trial in the middle of training",
+                          poll=0.05)
+    finally:
+        first.kill()
+        first.wait()
+    assert [t.state for t in trials(postgres_url, study) if t.number == victim.number] == [TrialState.RUNNING]
+
+    # The second worker waits out the grace period, fails the dead trial and runs its retry.
+    summary = run_worker(open_worker_storage(postgres_url, FINISHER), study, n_trials=1)
+
+    final = trials(postgres_url, study)
+    assert not unfinished(final), [(t.number, t.state) for t in final]
+    killed = next(t for t in final if t.number == victim.number)
+    assert killed.state == TrialState.FAIL
+    retries = [t for t in final if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert retries[0].params == victim.params and retries[0].intermediate_values
+    assert [t.number for t in summary.trials] == [retries[0].number]
+    assert finished_count(final) == 1
+
+
+def test_sigterm_hands_trials_back_and_exits_within_ten_seconds(postgres_url: str, image_folder: Path,
+                                                                 tmp_path: Path) -> None:
+    study = create_study(postgres_url, image_folder, tmp_path, space=LONG_SPACE)
+    # Two supervised workers: SIGTERM to the supervisor must reach both.
+    supervisor = start_worker(study, "--workers", "2", "--n-trials", "2", *FAST, storage=postgres_url,
+                              log=tmp_path / "workers.log")
+    try:
+        wait_for(lambda: training_trial(postgres_url, study), 120, "a trial in the middle of training", poll=0.05)
+        running = {t.number for t in trials(postgres_url, study) if t.state == TrialState.RUNNING}
+        sent = time.monotonic()
+        supervisor.send_signal(signal.SIGTERM)
+        code = supervisor.wait(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+    log = (tmp_path / "workers.log").read_text()
+    assert took < 10, log
+    assert code == 128 + signal.SIGTERM, log
+    assert "SIGTERM: handing the current trial back" in log
+    final = trials(postgres_url, study)
+    assert not [t for t in final if t.state == TrialState.RUNNING], log
+    handed_back = [t for t in final if t.number in running]
+    assert handed_back and all(t.state == TrialState.FAIL for t in handed_back), log
+    assert all("interrupted by SIGTERM" in t.user_attrs["fail_reason"] for t in handed_back)
+    queued = {t.system_attrs["failed_trial"]: t for t in final if t.state == TrialState.WAITING}
+    assert set(queued) == {t.number for t in handed_back}
+
+    # Nothing lost: the next worker runs the queued retries first and completes the budget.
+    run_worker(open_worker_storage(postgres_url, FINISHER), study, n_trials=2)
+    final = trials(postgres_url, study)
+    assert not unfinished(final) and finished_count(final) == 2
+    assert all(t.state == TrialState.COMPLETE for t in final if t.system_attrs.get("failed_trial") in queued)
+
+
+def test_postgresql_restart_mid_search_the_study_still_finishes(private_postgres) -> None:
+    import optuna
+
+    url = private_postgres.new_database()
+    optuna.create_study(storage=url, study_name="restart")
+    # Two light workers (the real worker loop, trials of about 0.6 s) and a budget of 16.
+    workers = [start_light_worker(url, "restart", 16, step_seconds=0.3) for _ in range(2)]
+    try:
+        wait_for(lambda: finished_count(trials(url, "restart")) >= 2, 120, "two finished trials")
+        before = finished_count(trials(url, "restart"))
+        private_postgres.pg_ctl("restart", "-m", "fast")
+        outputs = [worker.communicate(timeout=180) for worker in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+    logs = "\n".join(out + err for out, err in outputs)
+    assert all(worker.returncode == 0 for worker in workers), logs
+    final = trials(url, "restart")
+    assert before < 16 and finished_count(final) == 16 and len(final) == 16, logs
+    assert not unfinished(final)
+    assert private_postgres.password not in logs
+
+
+def test_database_down_longer_than_the_limit_stops_workers_clearly(private_postgres, image_folder: Path,
+                                                                  tmp_path: Path) -> None:
+    url = private_postgres.new_database()
+    study = create_study(url, image_folder, tmp_path, space=LONG_SPACE)
+    worker = start_worker(study, "--workers", "1", "--n-trials", "50", "--db-down-limit", "3", *FAST,
+                          storage=url, log=tmp_path / "w.log")
+    try:
+        wait_for(lambda: training_trial(url, study), 120, "a trial in the middle of training", poll=0.05)
+        stored = {t.number: t.state for t in trials(url, study) if t.state.is_finished()}
+        private_postgres.pg_ctl("stop", "-m", "fast")
+        stopped = time.monotonic()
+        code = worker.wait(timeout=90)
+        took = time.monotonic() - stopped
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    log = (tmp_path / "w.log").read_text()
+    assert code == 1, log
+    assert "longer than the --db-down-limit of 3 s" in log and "start the workers again" in log
+    assert "Traceback" not in log
+    assert private_postgres.password not in log
+    assert took < 30, log
+    private_postgres.pg_ctl("start")
+    after = {t.number: t.state for t in trials(url, study)}
+    assert all(after[number] == state for number, state in stored.items())
