@@ -47,7 +47,7 @@ def _curve(rng: np.random.Generator, quality: float, epochs: int) -> dict[str, l
 def synthetic_trials(n_trials: int, seed: int = 0, *, baselines: bool = True,
                      cross_validated: bool = False) -> list[optuna.trial.FrozenTrial]:
     """Trials shaped like a worker's: params, config, per-epoch history and intermediate values,
-    metrics with a confusion matrix and ROC curve; about 60% complete, 35% pruned, 5% failed.
+    metrics with a confusion matrix, a ROC curve; about 60% complete, 35% pruned, 5% failed.
     The first ten are the survey baselines when `baselines` is on."""
     from search._paper import survey_baselines
 
@@ -83,8 +83,8 @@ def synthetic_trials(n_trials: int, seed: int = 0, *, baselines: bool = True,
             user_attrs["metrics"] = {
                 "auc": value, "accuracy": history["val_accuracy"][-1], "n": 40,
                 "confusion_matrix": [[correct, 20 - correct], [20 - correct, correct]],
-                "roc_curve": {"fpr": [0.0, 0.1, 0.3, 1.0], "tpr": [0.0, value * 0.6, value, 1.0]},
             }
+            user_attrs["roc_curve"] = {"fpr": [0.0, 0.1, 0.3, 1.0], "tpr": [0.0, value * 0.6, value, 1.0]}
             if cross_validated:
                 half = float(rng.uniform(0.02, 0.08))
                 user_attrs["cv"] = {"mean": value, "std": half, "ci95": [value - half, value + half],

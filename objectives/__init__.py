@@ -31,12 +31,14 @@ from ._metrics import (
     sensitivity_at_specificity,
     threshold_metrics,
 )
+from ._roc import roc_curve_points
 from ._splits import GroupReport, SplitPlan, assign_groups, plan_splits
 from ._train import TrialResult, load_model, predict_files, read_model_metadata, save_model, train_trial
 from ._cache import CACHE_ENV, ArrayCache, default_cache_dir
 from ._runtime import XLA_CHOICES, set_worker_options
 
 __all__ = [
+    "roc_curve_points",
     "ArrayCache",
     "CACHE_ENV",
     "XLA_CHOICES",

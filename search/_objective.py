@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 import optuna
 
-from objectives import ImageDataset, classification_metrics, parse_objective
+from objectives import ImageDataset, classification_metrics, parse_objective, roc_curve_points
 
 from ._study import StudySettings
 
@@ -63,6 +63,9 @@ class TrialObjective:
             raise
         trial.set_user_attr("history", _history_record(result.history))
         trial.set_user_attr("metrics", result.metrics)
+        roc = roc_curve_points(data.y_val, result.outputs)  # drawn by `medsweep report`
+        if roc is not None:
+            trial.set_user_attr("roc_curve", roc)
         value = result.metrics.get(self.settings.metric)
         if value is None:
             reason = f"metric {self.settings.metric} is undefined on this validation set"

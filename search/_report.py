@@ -405,9 +405,10 @@ def _figure_roc(best: FrozenTrial | None) -> tuple[Any, str]:
     import plotly.graph_objects as go
 
     metrics = (best.user_attrs.get("metrics") or {}) if best else {}
-    roc = metrics.get("roc_curve")
+    roc = (best.user_attrs.get("roc_curve") or metrics.get("roc_curve")) if best else None
     if not isinstance(roc, dict) or not roc.get("fpr") or not roc.get("tpr"):
-        return None, "the best trial has no recorded ROC curve (metrics.roc_curve)"
+        return None, ("the best trial has no recorded ROC curve (the `roc_curve` user attribute; "
+                      "binary single-split trials record it)")
     auc = metrics.get("auc")
     figure = go.Figure()
     figure.add_trace(go.Scatter(x=roc["fpr"], y=roc["tpr"], mode="lines", name=f"ROC (AUC {auc:.3f})"

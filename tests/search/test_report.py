@@ -176,3 +176,59 @@ def test_report_of_10000_trials_takes_under_a_minute(tmp_path: Path) -> None:
     text = path.read_text()
     assert all(f'id="figure-{key}"' in text for key in FIGURE_KEYS)
     assert "showing 150 of" in text and path.stat().st_size < 20_000_000
+
+
+VGG_SPACE = """\
+backbone: VGG19
+image_size: 32
+weights: none
+augmentation: false
+learning_rate: {low: 0.0001, high: 0.001, log: true}
+epochs: [1, 2]
+batch_size: [8]
+"""
+
+
+@pytest.mark.slow
+def test_report_of_a_trained_study(tmp_path: Path, image_folder: Path) -> None:
+    """Real trials (VGG19, random weights, 32 px): the report draws the best trial's confusion
+    matrix and ROC curve from what the worker recorded."""
+    from search._worker import run_worker
+
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    space = tmp_path / "space.yaml"
+    space.write_text(VGG_SPACE)
+    runner = CliRunner()
+    created = runner.invoke(main, ["create", "trained", "--data", str(image_folder), "--space", str(space),
+                                   "--pruner", "none", "--storage", url])
+    assert created.exit_code == 0, created.output
+    run_worker(open_storage(url), "trained", n_trials=2)
+    study, settings = load_study(open_storage(url), "trained")
+    best = study.best_trial
+    roc = best.user_attrs["roc_curve"]
+    assert roc["fpr"][0] == 0 and roc["fpr"][-1] == 1 and roc["tpr"][-1] == 1
+    assert sum(map(sum, best.user_attrs["metrics"]["confusion_matrix"])) == best.user_attrs["metrics"]["n"]
+    result = runner.invoke(main, ["report", "trained", "--storage", url, "-o", str(tmp_path / "report.html")])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "report.html").read_text()
+    assert all(f'id="figure-{key}"' in text for key in ("history", "backbones", "curves", "confusion", "roc"))
+    confusion = _figure_json(text, "confusion")["data"][0]
+    assert confusion["z"] == best.user_attrs["metrics"]["confusion_matrix"]
+    assert confusion["x"] == ["abdomen", "chest x-ray"]
+    # Only the learning rate and epochs vary, so importances and slices cover those.
+    assert "Not drawn: the study searches none" not in text
+
+
+def test_roc_curve_points_are_thinned_and_binary_only() -> None:
+    import numpy as np
+
+    from objectives import roc_curve_points
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 500)
+    scores = np.clip(labels * 0.3 + rng.normal(0.35, 0.2, 500), 0, 1)
+    roc = roc_curve_points(labels, scores[:, None], max_points=50)
+    assert len(roc["fpr"]) <= 50 and roc["fpr"][0] == 0 and roc["fpr"][-1] == 1
+    assert roc["fpr"] == sorted(roc["fpr"]) and roc["tpr"] == sorted(roc["tpr"])
+    assert roc_curve_points([0, 1, 2], np.eye(3)) is None
+    assert roc_curve_points([1, 1], np.array([[0.2], [0.9]])) is None
