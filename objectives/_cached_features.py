@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import random
 import weakref
+from collections import OrderedDict
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Sequence
@@ -38,6 +39,7 @@ VIEWS_SEED = 0  # augmented views are shared by every trial, whatever its seed
 _EXTRACT_BATCH = 32
 _MAX_REPLAYED_DRAWS = 200_000
 _HEAD_LAYERS = ("dense", "output")
+_STEPS_PER_EXECUTION = 256
 
 _row_hashes: dict[int, tuple[weakref.ref[Any], np.ndarray]] = {}
 _weights_hashes: dict[tuple[str, int, float], str] = {}
@@ -197,24 +199,84 @@ def _targets(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return np.eye(num_classes, dtype=np.float32)[labels]
 
 
-def _build_head(config: TrialConfig, feature_size: int, num_classes: int) -> Any:
-    """GAP's output -> Dense -> Dropout -> output, compiled exactly as `_model.build_model`."""
+def _head_layers(config: TrialConfig, feature_size: int, num_classes: int, dropout: Any) -> Any:
+    """GAP's output -> Dense -> Dropout -> output, the layers of `_model.build_model`'s head in
+    the same order (so the same initial weights are drawn)."""
     keras = import_keras()
     inputs = keras.Input(shape=(feature_size,), name="features")
     x = keras.layers.Dense(config.dense_units, activation="relu", name="dense")(inputs)
-    x = keras.layers.Dropout(config.dropout, seed=config.seed, name="dropout")(x)
+    x = dropout(x)
     if num_classes == 2:
         outputs = keras.layers.Dense(1, activation="sigmoid", name="output", dtype="float32")(x)
+    else:
+        outputs = keras.layers.Dense(num_classes, activation="softmax", name="output", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name="medsweep_head")
+
+
+def _compile_head(model: Any, config: TrialConfig, num_classes: int) -> None:
+    """Compiled as `_model.build_model` compiles, with many steps per call: the same updates in
+    the same order (callbacks act per epoch), without Python dispatch for each tiny step."""
+    keras = import_keras()
+    if num_classes == 2:
         loss: Any = keras.losses.BinaryCrossentropy()
         metrics: list[Any] = [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
     else:
-        outputs = keras.layers.Dense(num_classes, activation="softmax", name="output", dtype="float32")(x)
         loss = keras.losses.CategoricalCrossentropy()
         metrics = [keras.metrics.CategoricalAccuracy(name="accuracy"),
                    keras.metrics.AUC(name="auc", multi_label=True, num_labels=num_classes)]
-    model = keras.Model(inputs, outputs, name=f"medsweep_head_{config.backbone}")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate), loss=loss,
-                  metrics=metrics)
+                  metrics=metrics, steps_per_execution=_STEPS_PER_EXECUTION)
+
+
+def _variable_rate_dropout(seed: int) -> Any:
+    """Keras' Dropout with its rate in a variable, so one compiled head serves every dropout
+    rate. Same arithmetic: `stateless_dropout` with the layer's seed generator (rate 0 keeps
+    every unit, as Keras' shortcut does)."""
+    keras = import_keras()
+    import tensorflow as tf
+    from keras.src.backend.tensorflow.random import _cast_seed, draw_seed
+
+    class VariableRateDropout(keras.layers.Layer):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.seed_generator = keras.random.SeedGenerator(seed)
+            self.rate = self.add_weight(shape=(), initializer="zeros", trainable=False, name="rate")
+
+        def call(self, inputs: Any, training: bool = False) -> Any:
+            if not training:
+                return inputs
+            return tf.nn.experimental.stateless_dropout(inputs, rate=tf.convert_to_tensor(self.rate),
+                                                        seed=_cast_seed(draw_seed(self.seed_generator)))
+
+    return VariableRateDropout(name="dropout")
+
+
+# Compiled heads kept per (feature size, units, classes): tracing a head's training step costs
+# more than training it, so later trials reset the weights, optimiser and dropout instead.
+_COMPILED_HEADS: "OrderedDict[tuple[int, int, int], Any]" = OrderedDict()
+_MAX_COMPILED_HEADS = 4
+
+
+def _trial_head(config: TrialConfig, feature_size: int, num_classes: int,
+                initial: dict[str, list[np.ndarray]]) -> Any:
+    """A compiled head set to this trial's starting point: `initial` weights, fresh Adam state
+    at the trial's learning rate, the trial's dropout rate and seed."""
+    key = (feature_size, config.dense_units, num_classes)
+    model = _COMPILED_HEADS.pop(key, None)
+    if model is None:
+        model = _head_layers(config, feature_size, num_classes, _variable_rate_dropout(config.seed))
+        _compile_head(model, config, num_classes)
+    _COMPILED_HEADS[key] = model
+    while len(_COMPILED_HEADS) > _MAX_COMPILED_HEADS:
+        _COMPILED_HEADS.popitem(last=False)
+    set_head_weights(model, initial)
+    dropout = model.get_layer("dropout")
+    dropout.rate.assign(config.dropout)
+    dropout.seed_generator.state.assign(np.asarray([config.seed, 0], dtype=dropout.seed_generator.state.dtype))
+    optimizer = model.optimizer
+    for variable in optimizer.variables:
+        variable.assign(np.zeros(variable.shape, dtype=variable.dtype))
+    optimizer.learning_rate = config.learning_rate
     return model
 
 
@@ -261,18 +323,16 @@ def train_head_on_features(config: TrialConfig, data: TrialData, callbacks: Sequ
     val_features = entry["features"][val_rows]
     draws = int(entry["draws"])
 
-    initial: dict[str, list[np.ndarray]] | None = None
-    if draws < 0:  # the draw count is unknown: take the head's initial weights from a full model
-        keras.backend.clear_session()
-        keras.utils.set_random_seed(config.seed)
-        initial = head_weights(build_model(config, data.num_classes))
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)
     keras.utils.set_random_seed(config.seed)
-    for _ in range(max(draws, 0)):  # the draws the backbone would have made before the head
-        random.randint(1, int(1e9))
-    model = _build_head(config, train_features.shape[-1], data.num_classes)
-    if initial is not None:
-        set_head_weights(model, initial)
+    if draws < 0:  # the draw count is unknown: take the head's initial weights from a full model
+        initial = head_weights(build_model(config, data.num_classes))
+    else:
+        for _ in range(draws):  # the draws the backbone would have made before the head
+            random.randint(1, int(1e9))
+        dropout = keras.layers.Dropout(config.dropout, seed=config.seed, name="dropout")
+        initial = head_weights(_head_layers(config, train_features.shape[-1], data.num_classes, dropout))
+    model = _trial_head(config, train_features.shape[-1], data.num_classes, initial)
 
     recorder = next((c for c in callbacks if isinstance(c, EpochHistory)), None)
     all_callbacks = list(callbacks)
@@ -300,8 +360,6 @@ def train_head_on_features(config: TrialConfig, data: TrialData, callbacks: Sequ
         outputs = model.predict(val_features, batch_size=max(config.batch_size, 256), verbose=0)
         metrics = classification_metrics(data.y_val, outputs, data.class_names)
     weights = head_weights(model)
-    del model
-    keras.backend.clear_session()
     return recorder.history, metrics, weights, computed, outputs
 
 

@@ -91,6 +91,21 @@ def test_changed_images_size_or_seed_miss_and_damaged_entries_are_recomputed(ima
     assert len(ArrayCache(cache).entries()) == 4
 
 
+def test_reused_compiled_head_starts_every_trial_afresh(image_folder: Path, tmp_path: Path) -> None:
+    """Later trials reuse the compiled head; weights, optimiser state, dropout rate and seed are
+    reset, so a trial run after a different one reproduces its first run exactly."""
+    data = _arrays(image_folder)
+    cache = tmp_path / "cache"
+    config = FROZEN.replace(epochs=2)
+    first = train_trial(config, data, feature_cache_dir=cache)
+    other = train_trial(config.replace(dropout=0.0, learning_rate=2e-2, seed=5, batch_size=7), data,
+                        feature_cache_dir=cache)
+    again = train_trial(config, data, feature_cache_dir=cache)
+    assert other.history["loss"] != first.history["loss"]
+    assert again.history == first.history
+    np.testing.assert_array_equal(again.outputs, first.outputs)
+
+
 def test_key_follows_weights_file_content_alpha_and_backbone(tmp_path: Path) -> None:
     from objectives._cached_features import feature_key
 
