@@ -33,6 +33,17 @@ HARD_STOP_SECONDS = 8.5
 WAIT_POLL_SECONDS = 2.0
 
 
+WORKER_ATTR = "medsweep:worker"  # trial system attribute: which process ran (or runs) the trial
+
+
+def worker_name() -> str:
+    """host, process id and supervisor label of this worker, e.g. 'gpu-node-3 pid 4242 gpu1'."""
+    import socket
+
+    label = os.environ.get("MEDSWEEP_WORKER_LABEL", "")
+    return f"{socket.gethostname()} pid {os.getpid()}" + (f" {label}" if label else "")
+
+
 class TrialInterrupted(Exception):
     """Raised inside Keras fit at the next batch end after SIGTERM/SIGINT."""
 
@@ -181,6 +192,7 @@ def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: i
                     trial = study.ask()
                 if _heartbeat_enabled(storage):
                     storage.record_heartbeat(trial._trial_id)  # stale-able even if we die right now
+                study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, worker_name())
         if trial is None:
             if running == 0:
                 summary.stop_reason = f"the study has its {n_trials} trials"

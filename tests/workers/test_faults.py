@@ -4,6 +4,8 @@ and a database that stays down longer than the limit."""
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -34,23 +36,24 @@ def unfinished(all_trials: list) -> list:
     return [t for t in all_trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
 
 
-def test_sigkilled_worker_trial_is_retried_by_another_worker(postgres_url: str, image_folder: Path,
-                                                             tmp_path: Path) -> None:
+def test_sigkilled_worker_trial_is_retried_and_the_supervisor_restarts_it(postgres_url: str, image_folder: Path,
+                                                                          tmp_path: Path) -> None:
     study = create_study(postgres_url, image_folder, tmp_path, space=LONG_SPACE)
-    # A budget of one trial: the only way the study can finish is by retrying the killed one.
-    first = start_worker(study, "--workers", "1", "--n-trials", "1", *FAST, storage=postgres_url,
-                         log=tmp_path / "first.log")
+    supervisor = start_worker(study, "--workers", "2", "--n-trials", "2", *FAST, storage=postgres_url,
+                              log=tmp_path / "workers.log")
     try:
         victim = wait_for(lambda: training_trial(postgres_url, study), 120, "a trial in the middle of training",
                           poll=0.05)
+        # The trial names the process running it; kill that worker the hard way.
+        pid = int(victim.system_attrs["medsweep:worker"].split(" pid ")[1].split()[0])
+        os.kill(pid, signal.SIGKILL)
+        code = supervisor.wait(timeout=300)
     finally:
-        first.kill()
-        first.wait()
-    assert [t.state for t in trials(postgres_url, study) if t.number == victim.number] == [TrialState.RUNNING]
-
-    # The second worker waits out the grace period, fails the dead trial and runs its retry.
-    summary = run_worker(open_worker_storage(postgres_url, FINISHER), study, n_trials=1)
-
+        if supervisor.poll() is None:
+            supervisor.kill()
+    log = (tmp_path / "workers.log").read_text()
+    assert code == 0, log
+    assert "crashed (killed by SIGKILL); restarting it (1/3)" in log
     final = trials(postgres_url, study)
     assert not unfinished(final), [(t.number, t.state) for t in final]
     killed = next(t for t in final if t.number == victim.number)
@@ -58,8 +61,8 @@ def test_sigkilled_worker_trial_is_retried_by_another_worker(postgres_url: str, 
     retries = [t for t in final if t.system_attrs.get("failed_trial") == victim.number]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
     assert retries[0].params == victim.params and retries[0].intermediate_values
-    assert [t.number for t in summary.trials] == [retries[0].number]
-    assert finished_count(final) == 1
+    assert f"pid {pid}" not in retries[0].system_attrs["medsweep:worker"]  # another worker ran it
+    assert finished_count(final) == 2 and len(final) == 3
 
 
 def test_sigterm_hands_trials_back_and_exits_within_ten_seconds(postgres_url: str, image_folder: Path,
@@ -82,6 +85,8 @@ def test_sigterm_hands_trials_back_and_exits_within_ten_seconds(postgres_url: st
     assert took < 10, log
     assert code == 128 + signal.SIGTERM, log
     assert "SIGTERM: handing the current trial back" in log
+    # Several workers share the terminal: plain progress lines, each with its worker's label.
+    assert re.search(r"\[cpu[01]\] trial \d+ epoch 1/25 val_", log), log
     final = trials(postgres_url, study)
     assert not [t for t in final if t.state == TrialState.RUNNING], log
     handed_back = [t for t in final if t.number in running]
