@@ -40,7 +40,7 @@ def _fraction(name: str, value: Any, *, closed_top: bool) -> float:
 
 
 def _check_backbone(name: str, value: Any) -> str:
-    if value not in BACKBONES:
+    if not isinstance(value, str) or value not in BACKBONES:
         raise ConfigError(f"unknown backbone {value!r}; choose one of: {', '.join(BACKBONES)}")
     return str(value)
 
