@@ -101,6 +101,9 @@ def train_from_export(export_path: str | Path, data_dir: str, output: str | Path
     spec = DataSpec(data_dir=data_dir, val_dir=val_dir)
     dataset = ImageDataset.open(spec)
     notes: list[str] = []
+    if (document.get("test") or {}).get("locked"):
+        notes.append("the study locked a test split; this trains on every image in --data, test images "
+                     "included; use --final to keep them out and measure them once")
     exported_data = document.get("data", {}).get("fingerprint")
     if exported_data:
         if list(exported_data["class_names"]) != list(dataset.class_names):

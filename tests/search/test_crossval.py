@@ -166,3 +166,27 @@ def test_three_class_cross_validated_study_end_to_end(postgres_url: str, tmp_pat
     image = next((three_class_folder / "class b").glob("*.png"))
     predicted = cli("predict", str(model), str(image))
     assert predicted.split("\t")[1] in ("class a", "class b", "class c")
+
+
+def test_create_from_a_manifest_with_patient_pattern_reports_groups(tmp_path: Path, image_folder: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'm.db'}"
+    rows = ["path,label"]
+    for class_dir in sorted(image_folder.iterdir()):
+        for index, path in enumerate(sorted(class_dir.iterdir())):
+            named = path.with_name(f"P{class_dir.name[:3]}{index // 2}_{index}.png")
+            path.rename(named)
+            rows.append(f"{named},{class_dir.name}")
+    manifest = tmp_path / "images.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    created = cli("create", "m", "--manifest", str(manifest), "--group-pattern", r"^(P\w+?)_", "--cv", "3",
+                  "--metric", "balanced_accuracy", "--storage", storage)
+    assert "24 images, classes abdomen, chest x-ray; 12 groups" in created and "objective balanced_accuracy" in created
+    data = optuna.load_study(study_name="m", storage=open_storage(storage)).user_attrs["medsweep"]["data"]
+    assert data["manifest"] == str(manifest) and data["group_pattern"] == r"^(P\w+?)_" and data["cv"] == 3
+    assert "not both" in cli_error("create", "x", "--manifest", str(manifest), "--data", str(image_folder),
+                                   "--storage", storage)
+    assert "--data FOLDER" in cli_error("create", "x", "--storage", storage)
+    assert "unknown objective 'precision'" in cli_error("create", "x", "--data", str(image_folder),
+                                                         "--metric", "precision", "--storage", storage)
+    assert "--cv and --val-dir exclude each other" in cli_error(
+        "create", "x", "--data", str(image_folder), "--val-dir", str(image_folder), "--cv", "3", "--storage", storage)
