@@ -350,9 +350,12 @@ def train_head_on_features(config: TrialConfig, data: TrialData, callbacks: Sequ
                              shuffle=True, seed=config.seed)
     validation = None
     if len(val_rows):
-        validation = _feature_dataset(val_features, _targets(data.y_val, data.num_classes), config.batch_size,
-                                      shuffle=False, seed=config.seed)
-    model.fit(train, validation_data=validation, epochs=config.epochs, callbacks=all_callbacks,
+        from ._layers import ExactValidation
+
+        validation = val_features
+        all_callbacks.insert(0, ExactValidation(val_features, data.y_val, data.class_names,
+                                                max(config.batch_size, 256)))
+    model.fit(train, epochs=config.epochs, callbacks=all_callbacks,
               verbose=verbose, shuffle=False, class_weight=class_weight)
     metrics: dict[str, Any] = {}
     outputs = None

@@ -52,3 +52,31 @@ def augmentation_block(seed: int) -> keras.Sequential:
         ],
         name="augmentation",
     )
+
+
+class ExactValidation(keras.callbacks.Callback):
+    """Measures the validation set exactly (scikit-learn) after every epoch and writes
+    `val_loss`, `val_accuracy`, `val_auc` and `val_balanced_accuracy` into the epoch's logs.
+
+    Keras' own AUC buckets scores into fixed thresholds, so a model whose outputs sit in a
+    narrow band reports 0.5 every epoch while the exact AUC is 0.69: the pruner then compares
+    ties and never prunes, and the curves disagree with the trial's final value. Placed first,
+    the callbacks after it (pruning, history) see the exact values."""
+
+    def __init__(self, inputs: Any, labels: Any, class_names: Any, batch_size: int) -> None:
+        super().__init__()
+        self.inputs = inputs
+        self.labels = labels
+        self.class_names = list(class_names)
+        self.batch_size = batch_size
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        from ._metrics import classification_metrics
+
+        if logs is None:
+            return
+        outputs = self.model.predict(self.inputs, batch_size=self.batch_size, verbose=0)
+        metrics = classification_metrics(self.labels, outputs, self.class_names)
+        for name in ("loss", "accuracy", "auc", "balanced_accuracy"):
+            if metrics.get(name) is not None:
+                logs[f"val_{name}"] = metrics[name]

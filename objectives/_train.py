@@ -110,9 +110,12 @@ def train_trial(config: TrialConfig, data: TrialData, callbacks: Sequence[Any] =
                          shuffle=True, seed=config.seed, augment=config.augmentation)
     validation = None
     if len(data.x_val):
+        from ._layers import ExactValidation
+
         validation = make_dataset(data.x_val, data.y_val, data.num_classes, config.batch_size,
                                   shuffle=False, seed=config.seed)
-    model.fit(train, validation_data=validation, epochs=config.epochs, callbacks=all_callbacks,
+        all_callbacks.insert(0, ExactValidation(validation, data.y_val, data.class_names, config.batch_size))
+    model.fit(train, epochs=config.epochs, callbacks=all_callbacks,
               verbose=verbose, shuffle=False, class_weight=class_weight)
     metrics: dict[str, Any] = {}
     outputs = None
