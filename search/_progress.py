@@ -104,7 +104,7 @@ class Progress:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn
 
-            self._live = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            self._live = RichProgress(TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
                                       TextColumn("{task.fields[status]}"),
                                       console=Console(file=self.stream), transient=False)
             self._live.start()
@@ -127,8 +127,8 @@ class Progress:
         self._summary = snapshot.describe()
         shown = ", ".join(f"{k}={_short(v)}" for k, v in params.items())
         again = f" (retry of trial {retry_of})" if retry_of is not None else ""
-        self._line(f"trial {number} started{again}" + (f": {shown}" if shown else ""))
         self._status(f"trial {number} starting | {self._summary}", snapshot.done, snapshot.budget)
+        self._line(f"trial {number} started{again}" + (f": {shown}" if shown else ""))
 
     def epoch(self, epoch: int, epochs: int | None, logs: dict[str, Any]) -> None:
         measured = " ".join(f"{k} {v:.4f}" for k, v in logs.items() if k.startswith("val_") and isinstance(v, float))

@@ -1,0 +1,149 @@
+"""GPU detection and worker planning (no TensorFlow in the supervising process), the supervisor
+with real child processes, and the progress display."""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import optuna
+import pytest
+from click.testing import CliRunner
+
+from search import WorkerError
+from search._progress import Progress, study_progress
+from search._supervisor import WorkerOptions, WorkerSlot, child_command, detect_gpus, plan_workers
+from search.cli import main
+
+from .conftest import REPO
+
+
+def test_detect_gpus_reads_cuda_visible_devices_first() -> None:
+    assert detect_gpus({"CUDA_VISIBLE_DEVICES": "0,2"}) == ["0", "2"]
+    assert detect_gpus({"CUDA_VISIBLE_DEVICES": "GPU-5e1c,GPU-77aa"}) == ["GPU-5e1c", "GPU-77aa"]
+    assert detect_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
+    assert detect_gpus({"CUDA_VISIBLE_DEVICES": "-1"}) == []
+
+
+def test_detect_gpus_asks_nvidia_smi_otherwise(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert detect_gpus({}) == []  # no nvidia-smi: no GPU
+    tool = tmp_path / "nvidia-smi"
+    # What `nvidia-smi -L` prints on a machine with three GPUs.
+    tool.write_text("#!/bin/sh\n[ \"$1\" = -L ] || exit 9\n"
+                    "echo 'GPU 0: NVIDIA H200 (UUID: GPU-0f2a)'\necho 'GPU 1: NVIDIA H200 (UUID: GPU-1b3c)'\n"
+                    "echo 'GPU 3: NVIDIA H200 (UUID: GPU-3d4e)'\n")
+    tool.chmod(0o755)
+    assert detect_gpus({}) == ["0", "1", "3"]
+
+
+def test_plan_one_worker_per_gpu_or_cpu_workers() -> None:
+    gpus = ["0", "1", "3"]
+    assert plan_workers(None, None, gpus)[0] == [WorkerSlot("gpu0", "0"), WorkerSlot("gpu1", "1"), WorkerSlot("gpu3", "3")]
+    assert plan_workers("all", None, gpus)[0] == plan_workers(None, None, gpus)[0]
+    assert plan_workers("0,3", None, gpus)[0] == [WorkerSlot("gpu0", "0"), WorkerSlot("gpu3", "3")]
+    assert plan_workers(None, 3, gpus)[0] == [WorkerSlot(f"cpu{i}", "-1") for i in range(3)]
+    assert plan_workers("none", None, gpus)[0] == [WorkerSlot("cpu0", "-1")]
+    # No GPU: one CPU worker, with a note only when GPUs were asked for.
+    assert plan_workers(None, None, []) == ([WorkerSlot("cpu0", "-1")], "")
+    slots, note = plan_workers("all", None, [])
+    assert slots == [WorkerSlot("cpu0", "-1")] and "no GPU found" in note
+
+
+@pytest.mark.parametrize("gpus, workers, detected, message", [
+    ("0,5", None, ["0", "1"], "GPU 5 not found; this machine shows 0, 1"),
+    ("1,1", None, ["0", "1"], "names GPU 1 twice"),
+    ("0", None, [], "no GPU is visible"),
+    ("0", 2, ["0"], "not both"),
+    (",", None, ["0"], "names no GPU"),
+])
+def test_plan_rejects_bad_gpu_lists(gpus: str, workers: int | None, detected: list[str], message: str) -> None:
+    with pytest.raises(WorkerError, match=message):
+        plan_workers(gpus, workers, detected)
+
+
+def test_worker_cli_reports_a_bad_gpu_list_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    result = CliRunner().invoke(main, ["worker", "s", "--gpus", "2", "--storage", f"sqlite:///{tmp_path}/s.db"])
+    assert result.exit_code == 1
+    assert result.output.strip() == "error: --gpus 2: GPU 2 not found; this machine shows 0, 1"
+
+
+def test_child_command_carries_no_storage_url() -> None:
+    options = WorkerOptions(n_trials=20, data_dir="/data/x", quiet=True)
+    command = child_command("study", options)
+    assert command[:4] == [sys.executable, "-m", "search.cli", "worker"] and "--in-process" in command
+    assert "--storage" not in command and not any("://" in part for part in command)
+    assert command[command.index("--n-trials") + 1] == "20" and "--quiet" in command
+
+
+def test_supervisor_runs_children_without_importing_tensorflow(tmp_path: Path) -> None:
+    """A real supervisor run: two children (CPU, no GPU visible) that stop on a user error (the
+    study does not exist); the supervisor reports both and never loads TensorFlow itself."""
+    script = f"""
+import sys
+from search._supervisor import WorkerOptions, worker_command
+from search import WorkerError
+try:
+    worker_command("sqlite:///{tmp_path}/s.db", "missing", WorkerOptions(), workers=2)
+except WorkerError as error:
+    print("WorkerError:", error)
+print("tensorflow loaded:", "tensorflow" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert "started 2 workers: cpu0 (pid" in done.stdout and "CUDA_VISIBLE_DEVICES=-1" in done.stdout
+    assert "WorkerError: cpu0 stopped (exit status 1); cpu1 stopped (exit status 1)" in done.stdout
+    assert "study 'missing' does not exist" in done.stderr  # each child's own one-line error
+    assert "tensorflow loaded: False" in done.stdout
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _study_with_history() -> optuna.Study:
+    study = optuna.create_study(direction="maximize")
+    start = datetime(2026, 1, 1)
+    for number, value in enumerate([0.71, 0.86, 0.78]):
+        study.add_trial(optuna.trial.FrozenTrial(
+            number=number, trial_id=number, state=optuna.trial.TrialState.COMPLETE, value=value,
+            params={"learning_rate": 0.001},
+            distributions={"learning_rate": optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True)},
+            datetime_start=start, datetime_complete=start + timedelta(seconds=60), user_attrs={},
+            system_attrs={}, intermediate_values={}))
+    study.ask()  # one trial running on some worker
+    return study
+
+
+def test_progress_snapshot_counts_budget_best_and_eta() -> None:
+    snapshot = study_progress(_study_with_history(), budget=10)
+    assert (snapshot.done, snapshot.budget, snapshot.running) == (3, 10, 1)
+    assert (snapshot.best_value, snapshot.best_number) == (0.86, 1)
+    assert snapshot.eta_seconds == pytest.approx(7 * 60)  # 7 trials left, 60 s each, 1 running
+    assert snapshot.describe() == "3/10 done | best 0.8600 (trial 1) | ETA 7m00s"
+
+
+def test_progress_is_a_live_rich_line_on_a_terminal_and_silent_when_quiet(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "160")
+    study = _study_with_history()
+    terminal = _Terminal()
+    progress = Progress.choose(quiet=False, stream=terminal)
+    assert progress.mode == "rich"
+    progress.trial_started(3, {}, study_progress(study, 10), None)
+    progress.epoch(2, 5, {"val_auc": 0.8123, "loss": 0.5})
+    progress.close()
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", terminal.getvalue())
+    assert "trial 3 epoch 2/5 val_auc 0.8123" in shown and "3/10" in shown and "ETA 7m00s" in shown
+
+    assert Progress.choose(quiet=False, stream=io.StringIO()).mode == "plain"
+    assert Progress.choose(quiet=False, label="gpu1", stream=_Terminal()).mode == "plain"
+    silent = io.StringIO()
+    quiet = Progress.choose(quiet=True, stream=silent)
+    quiet.trial_started(3, {}, study_progress(study, 10), None)
+    quiet.epoch(1, 5, {"val_auc": 0.5})
+    assert silent.getvalue() == ""
