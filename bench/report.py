@@ -87,7 +87,7 @@ def synthetic_trials(n_trials: int, seed: int = 0, *, baselines: bool = True,
             user_attrs["roc_curve"] = {"fpr": [0.0, 0.1, 0.3, 1.0], "tpr": [0.0, value * 0.6, value, 1.0]}
             if cross_validated:
                 half = float(rng.uniform(0.02, 0.08))
-                user_attrs["cv"] = {"mean": value, "std": half, "ci95": [value - half, value + half],
+                user_attrs["cv"] = {"mean": value, "std": half, "ci95": [max(0.0, value - half), min(1.0, value + half)],
                                     "folds": [value + float(d) for d in rng.normal(0, half, 5)]}
         elif state == TrialState.FAIL:
             user_attrs["fail_reason"] = "ResourceExhaustedError: OOM when allocating tensor"

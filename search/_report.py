@@ -166,7 +166,7 @@ def baselines_html(trials: list[FrozenTrial], settings: StudySettings) -> str:
         rows.append(row(f"searched best ({params})", searched))
     else:
         rows.append(["searched best", "", "no completed searched trial yet", "", "", "", ""])
-    header = ["configuration", "trial", "state", settings.metric, "vs searched best", "epochs", "minutes"]
+    header = ["configuration", "trial", "state", settings.metric, "vs searched best (+ is better)", "epochs", "minutes"]
     return _table(header, rows, "baselines")
 
 

@@ -35,7 +35,7 @@ def _figure_json(text: str, key: str) -> dict:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def synthetic_study_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One 40-trial cross-validated study with the ten baselines, built once per storage."""
+    """One 25-trial cross-validated study (ten baselines, 19 complete, 5 pruned, 1 failed), built once per storage."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('report') / 'studies.db'}"
     else:
@@ -43,7 +43,7 @@ def synthetic_study_url(request: pytest.FixtureRequest, tmp_path_factory: pytest
             pytest.skip("no PostgreSQL: set MEDSWEEP_TEST_POSTGRES_URL or run the tests through scripts/with-postgres.sh")
         url = new_postgres_database()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    build_synthetic_study(open_storage(url), "synthetic", 40, seed=1, cross_validated=True)
+    build_synthetic_study(open_storage(url), "synthetic", 25, seed=1, cross_validated=True)
     return url
 
 
