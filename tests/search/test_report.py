@@ -158,6 +158,18 @@ def test_png_export_writes_every_figure(synthetic_study_url: str, tmp_path: Path
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
 
 
+def test_png_export_without_a_browser_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    build_synthetic_study(open_storage(url), "tiny", 3)
+    monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-such-chrome"))  # where kaleido looks first
+    result = CliRunner().invoke(main, ["report", "tiny", "--storage", url, "-o", str(tmp_path / "r.html"),
+                                       "--png", str(tmp_path / "figures")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert "PNG export failed" in result.output and "apt-get install chromium" in result.output
+    assert (tmp_path / "r.html").stat().st_size > 3_000_000  # the HTML was written before the PNGs
+
+
 @pytest.mark.slow
 def test_report_of_10000_trials_takes_under_a_minute(tmp_path: Path) -> None:
     """Figures and HTML for 10,000 trials (in memory, so the clock measures the report itself;
