@@ -22,8 +22,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 # Worker options that make the fault tests quick: a heartbeat every second, a dead worker's
-# trial retried 4 s after its last beat.
-FAST = ["--heartbeat-interval", "1", "--grace-period", "4"]
+# trial retried 6 s after its last beat.
+FAST = ["--heartbeat-interval", "1", "--grace-period", "6"]
 
 ONE_EPOCH_SPACE = """\
 backbone: MobileNet

@@ -39,7 +39,7 @@ def new_study(storage: str, name: str) -> optuna.Study:
 @pytest.mark.slow
 def test_four_workers_asked_for_twenty_finish_exactly_twenty(storage_url: str) -> None:
     study = new_study(storage_url, "budget")
-    reports = run_light_workers(storage_url, "budget", count=4, n_trials=20)
+    reports = run_light_workers(storage_url, "budget", count=4, n_trials=20, step_seconds=0.05)
     final = study.get_trials(deepcopy=False)
     assert len(final) == 20 and all(t.state == TrialState.COMPLETE for t in final)
     assert sorted(t.number for t in final) == list(range(20))
