@@ -221,6 +221,26 @@ def test_two_stage_fine_tuning_starts_from_the_cached_head(image_folder: Path, t
     assert not np.allclose(cold.dense[0], expected[0])
 
 
+@pytest.mark.parametrize("classes, labels", [(2, [0, 1, 1, 0, 1, 0, 0, 1, 1, 1]), (3, [0, 1, 2, 2, 1, 0, 2, 1, 0, 1]),
+                                             (3, [0, 1, 1, 0, 1, 0, 0, 1, 1, 0])])
+def test_per_epoch_validation_metrics_equal_scikit_learn(classes: int, labels: list[int]) -> None:
+    from objectives import classification_metrics
+    from objectives._cached_features import epoch_metrics
+
+    rng = np.random.default_rng(classes)
+    outputs = rng.random((len(labels), 1 if classes == 2 else classes))
+    outputs[3] = outputs[4]  # tied scores
+    if classes > 2:
+        outputs = outputs / outputs.sum(axis=1, keepdims=True)
+    fast = epoch_metrics(np.asarray(labels), outputs, classes)
+    exact = classification_metrics(labels, outputs, [f"c{i}" for i in range(classes)])
+    for name in ("loss", "accuracy", "balanced_accuracy", "auc"):
+        if exact[name] is None:
+            assert fast[name] is None, name
+        else:
+            assert fast[name] == pytest.approx(exact[name], abs=1e-12), name
+
+
 @pytest.mark.parametrize("field, value", [("augmented_views", -1), ("augmented_views", 65),
                                           ("frozen_warmup_epochs", -2), ("feature_cache", "yes")])
 def test_new_fields_are_validated_with_their_name(field: str, value: Any) -> None:
