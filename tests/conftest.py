@@ -4,6 +4,7 @@ PostgreSQL server (MEDSWEEP_TEST_POSTGRES_URL, set by scripts/with-postgres.sh).
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -12,6 +13,8 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Frozen trials fill the feature cache; tests (and the workers they start) keep it out of ~/.cache.
+os.environ.setdefault("MEDSWEEP_CACHE_DIR", tempfile.mkdtemp(prefix="medsweep-test-features-"))
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SHARED_DATA = SHARED / "data"
