@@ -133,8 +133,9 @@ class Progress:
     def epoch(self, epoch: int, epochs: int | None, logs: dict[str, Any]) -> None:
         measured = " ".join(f"{k} {v:.4f}" for k, v in logs.items() if k.startswith("val_") and isinstance(v, float))
         of = f"/{epochs}" if epochs else ""
-        if self.mode == "rich":
-            self._status(f"trial {self._trial} epoch {epoch}{of} {measured} | {self._summary}")
+        if self.mode == "rich":  # one line: keep it short enough for the bar to stay
+            brief = " ".join(f"{k} {logs[k]:.4f}" for k in ("val_auc", "val_accuracy") if isinstance(logs.get(k), float))
+            self._status(f"trial {self._trial} epoch {epoch}{of} {brief or measured} | {self._summary}")
         else:
             self._line(f"trial {self._trial} epoch {epoch}{of} {measured}".rstrip())
 
