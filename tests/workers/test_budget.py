@@ -121,3 +121,28 @@ def test_constant_liar_spreads_parallel_workers_apart() -> None:
     with_liar = sum(_pending_spread(True, seed) for seed in range(8)) / 8
     without = sum(_pending_spread(False, seed) for seed in range(8)) / 8
     assert with_liar > 1.5 * without, (with_liar, without)
+
+
+def test_retry_limit_and_what_counts_towards_the_budget() -> None:
+    """A failed trial handed to a retry stops counting (its retry counts instead); after
+    `max_retries` retries the last failure stays failed and counts."""
+    from search._budget import RetryTrial, budget_used, finished_trials
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+    retry = RetryTrial(max_retries=1)
+    first = study.ask()
+    first.suggest_float("x", 0, 1)
+    first.set_user_attr("fail_reason", "killed")
+    study.tell(first, state=TrialState.FAIL)
+    retry(study, study.trials[0])
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert "fail_reason" not in study.trials[1].user_attrs  # the retry starts a clean record
+    assert budget_used(study) == 1 and finished_trials(study) == []
+
+    again = study.ask()  # the queued retry, same parameters
+    assert again.number == 1 and again.suggest_float("x", 0, 1) == study.trials[0].params["x"]
+    study.tell(again, state=TrialState.FAIL)
+    retry(study, study.trials[1])  # limit reached: nothing queued
+    assert len(study.trials) == 2
+    assert budget_used(study) == 1 and [t.number for t in finished_trials(study)] == [1]

@@ -147,3 +147,19 @@ def test_progress_is_a_live_rich_line_on_a_terminal_and_silent_when_quiet(monkey
     quiet.trial_started(3, {}, study_progress(study, 10), None)
     quiet.epoch(1, 5, {"val_auc": 0.5})
     assert silent.getvalue() == ""
+
+
+def test_docker_and_kubernetes_worker_commands_parse_with_this_cli() -> None:
+    """The compose service and the Kubernetes Job start `medsweep worker STUDY --gpus ...`:
+    the options they pass must be ones this CLI accepts."""
+    import yaml
+
+    compose = yaml.safe_load((REPO / "docker" / "compose.yaml").read_text())
+    job = yaml.safe_load((REPO / "docker" / "k8s" / "worker-job.yaml").read_text())
+    commands = [compose["services"]["worker"]["command"],
+                job["spec"]["template"]["spec"]["containers"][0]["args"]]
+    worker = main.commands["worker"]
+    for command in commands:
+        assert command[0] == "worker" and "--gpus" in command
+        context = worker.make_context("worker", [part.replace("${", "").replace("$(", "") for part in command[1:]])
+        assert context.params["gpus"]
