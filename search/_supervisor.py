@@ -214,7 +214,7 @@ def supervise(storage_url: str, study: str, slots: Sequence[WorkerSlot], options
     running: dict[WorkerSlot, subprocess.Popen] = {}
     previous = {number: signal.signal(number, on_signal) for number in (signal.SIGTERM, signal.SIGINT)}
     restarts = {slot: 0 for slot in slots}
-    failed: list[str] = []
+    failed: dict[WorkerSlot, str] = {}
     try:
         for slot in slots:
             running[slot] = start(slot)
@@ -240,10 +240,10 @@ def supervise(storage_url: str, study: str, slots: Sequence[WorkerSlot], options
                 if code == 0 or stop_signal or code in (128 + signal.SIGTERM, 128 + signal.SIGINT):
                     continue
                 if code in (1, 2):
-                    failed.append(f"{slot.label} stopped ({_describe_exit(code)})")
+                    failed[slot] = f"{slot.label} stopped ({_describe_exit(code)})"
                     continue
                 if restarts[slot] >= max_restarts:
-                    failed.append(f"{slot.label} crashed {restarts[slot] + 1} times ({_describe_exit(code)})")
+                    failed[slot] = f"{slot.label} crashed {restarts[slot] + 1} times ({_describe_exit(code)})"
                     continue
                 restarts[slot] += 1
                 echo(f"{slot.label} crashed ({_describe_exit(code)}); restarting it "
@@ -258,7 +258,7 @@ def supervise(storage_url: str, study: str, slots: Sequence[WorkerSlot], options
     if stop_signal:
         return 128 + stop_signal[0]
     if failed:
-        raise WorkerError("; ".join(failed) + "; see the messages above")
+        raise WorkerError("; ".join(failed[slot] for slot in slots if slot in failed) + "; see the messages above")
     return 0
 
 
