@@ -136,10 +136,26 @@ def _heartbeat(study: optuna.Study, trial_id: int) -> Any:
     return get_heartbeat_thread(trial_id, study._storage)
 
 
-def _fail_stale_trials(study: optuna.Study) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+def _fail_stale_trials(study: optuna.Study, storage: Any) -> None:
+    """Optuna's `fail_stale_trials`, plus the `fail_reason` every failed trial carries: fail each
+    running trial whose heartbeat stopped, then hand it to the storage's retry callback."""
+    cached = study._storage
+    grace = storage.grace_period if storage.grace_period is not None else 2 * storage.heartbeat_interval
+    failed = []
+    for trial_id in cached._get_stale_trial_ids(study._study_id):
+        try:
+            worker = cached.get_trial(trial_id).system_attrs.get(WORKER_ATTR, "its worker")
+            cached.set_trial_user_attr(trial_id, "fail_reason",
+                                       f"no heartbeat for over {grace} s from {worker}: the worker died or "
+                                       "lost the database")
+            if cached.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                failed.append(trial_id)
+        except UpdateFinishedTrialError:
+            pass  # another worker got there first, or the trial just finished
+    callback = storage.get_heartbeat_stale_trial_callback()
+    if callback is not None:
+        for trial_id in failed:
+            callback(study, cached.get_trial(trial_id))
 
 
 def _heartbeat_enabled(storage: Any) -> bool:
@@ -178,7 +194,7 @@ def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: i
         trial = None
         with _lock(storage, lock_name):
             if _heartbeat_enabled(storage):
-                _fail_stale_trials(study)
+                _fail_stale_trials(study, storage)
             trials = study.get_trials(deepcopy=False)
             queued = any(t.state == TrialState.WAITING for t in trials)
             running = sum(t.state == TrialState.RUNNING for t in trials)

@@ -58,6 +58,8 @@ def test_sigkilled_worker_trial_is_retried_and_the_supervisor_restarts_it(postgr
     assert not unfinished(final), [(t.number, t.state) for t in final]
     killed = next(t for t in final if t.number == victim.number)
     assert killed.state == TrialState.FAIL
+    assert killed.user_attrs["fail_reason"].startswith("no heartbeat for over 6 s from ")
+    assert f"pid {pid}" in killed.user_attrs["fail_reason"]
     retries = [t for t in final if t.system_attrs.get("failed_trial") == victim.number]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
     assert retries[0].params == victim.params and retries[0].intermediate_values
