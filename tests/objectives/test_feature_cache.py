@@ -223,6 +223,7 @@ def test_two_stage_fine_tuning_starts_from_the_cached_head(image_folder: Path, t
 
 @pytest.mark.parametrize("classes, labels", [(2, [0, 1, 1, 0, 1, 0, 0, 1, 1, 1]), (3, [0, 1, 2, 2, 1, 0, 2, 1, 0, 1]),
                                              (3, [0, 1, 1, 0, 1, 0, 0, 1, 1, 0])])
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
 def test_per_epoch_validation_metrics_equal_scikit_learn(classes: int, labels: list[int]) -> None:
     from objectives import classification_metrics
     from objectives._cached_features import epoch_metrics
