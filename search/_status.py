@@ -24,10 +24,15 @@ def _interval(cv: dict[str, Any] | None) -> str:
 
 def trial_rows(study: optuna.Study) -> list[dict[str, str]]:
     rows = []
-    for trial in study.get_trials(deepcopy=False):
+    trials = study.get_trials(deepcopy=False)
+    # A trial a worker lost (killed, stopped) is retried as a later trial: say which one.
+    retried_as = {t.system_attrs["retry_history"][-1]: t.number for t in trials if t.system_attrs.get("retry_history")}
+    for trial in trials:
         duration = trial.duration.total_seconds() if trial.duration else None
         epochs = len(trial.intermediate_values)
         note = trial.user_attrs.get("fail_reason", "") if trial.state == TrialState.FAIL else ""
+        if trial.number in retried_as:
+            note = f"{note}; retried as trial {retried_as[trial.number]}" if note else f"retried as trial {retried_as[trial.number]}"
         rows.append({
             "trial": str(trial.number),
             "state": trial.state.name,

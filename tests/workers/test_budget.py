@@ -146,3 +146,20 @@ def test_retry_limit_and_what_counts_towards_the_budget() -> None:
     retry(study, study.trials[1])  # limit reached: nothing queued
     assert len(study.trials) == 2
     assert budget_used(study) == 1 and [t.number for t in finished_trials(study)] == [1]
+
+
+def test_status_says_which_trial_retries_a_lost_one() -> None:
+    from search import status_report
+    from search._budget import RetryTrial
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+    lost = study.ask()
+    lost.suggest_float("x", 0, 1)
+    lost.set_user_attr("fail_reason", "interrupted by SIGTERM; handed back for a retry")
+    study.tell(lost, state=TrialState.FAIL)
+    RetryTrial(max_retries=2)(study, study.trials[0])
+    retry = study.ask()
+    study.tell(retry, (retry.suggest_float("x", 0, 1) - 0.3) ** 2)
+    first_row = status_report(study, "loss").splitlines()[2]
+    assert first_row.startswith("0 ") and first_row.endswith("interrupted by SIGTERM; handed back for a retry; retried as trial 1")
