@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench perf-bench clean
 
 $(BIN)/medsweep: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,15 @@ demo: install
 test: install
 	scripts/ensure-chromium.sh
 	scripts/with-postgres.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The performance benchmarks of the README's Performance table (need ../shared/data and
+# ../shared/weights); each prints a table and ends with one line of JSON.
+perf-bench: install
+	$(BIN)/python -m bench.cache
+	$(BIN)/python -m bench.pruning
+	$(BIN)/python -m bench.study
+	$(BIN)/python -m bench.pipeline
+	scripts/with-postgres.sh $(BIN)/python -m bench.storage
 
 clean:
 	rm -rf $(VENV) medsweep-demo *.egg-info
