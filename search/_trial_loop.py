@@ -49,12 +49,21 @@ class TrialInterrupted(Exception):
 
 
 class StopRequest:
-    """Set by SIGTERM/SIGINT (or by a caller); the worker stops at the next batch end."""
+    """Set by SIGTERM/SIGINT (or by a caller); the worker stops at the next batch end.
+
+    Python runs signal handlers in the main thread only between bytecodes, so a main thread
+    blocked in a long C call would hear of a signal late. The C-level wakeup fd hears of it at
+    once: a watcher thread reads it, sets the stop flag and starts the hard-stop timer."""
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self.signal_number: int | None = None
         self._previous: dict[int, Any] = {}
+        self._pipe: tuple[int, int] | None = None
+        self._previous_wakeup = -1
+        self._arrivals = 0
+        self._told = False
+        self._guard = threading.Lock()
 
     def __call__(self) -> bool:
         return self.event.is_set()
@@ -71,24 +80,56 @@ class StopRequest:
             timer.daemon = True
             timer.start()
 
-    def _handle(self, signal_number: int, _frame: Any) -> None:
-        name = signal.Signals(signal_number).name
-        if self.event.is_set():
-            _logger.warning("%s again: leaving now", name)
+    def _arrived(self, signal_number: int) -> None:
+        with self._guard:
+            self._arrivals += 1
+            first = self._arrivals == 1
+        if first:
+            self.request(signal_number)
+        else:
+            _logger.warning("%s again: leaving now", signal.Signals(signal_number).name)
             os._exit(128 + signal_number)
-        print(f"{name}: handing the current trial back for a retry and stopping", flush=True)
-        self.request(signal_number)
+
+    def _watch(self, read_fd: int) -> None:
+        while True:
+            try:
+                data = os.read(read_fd, 64)
+            except OSError:
+                return
+            if not data:
+                return
+            for number in data:
+                if number in (signal.SIGTERM, signal.SIGINT):
+                    self._arrived(number)
+
+    def _handle(self, signal_number: int, _frame: Any) -> None:
+        if self._pipe is None:  # no watcher thread: count the signal here
+            self._arrived(signal_number)
+        if not self._told:
+            self._told = True
+            print(f"{signal.Signals(signal_number).name}: handing the current trial back for a retry and stopping",
+                  flush=True)
 
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
         for number in (signal.SIGTERM, signal.SIGINT):
             self._previous[number] = signal.signal(number, self._handle)
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        self._pipe = (read_fd, write_fd)
+        self._previous_wakeup = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        threading.Thread(target=self._watch, args=(read_fd,), name="medsweep-signals", daemon=True).start()
 
     def restore(self) -> None:
         for number, handler in self._previous.items():
             signal.signal(number, handler)
         self._previous.clear()
+        if self._pipe is not None:
+            signal.set_wakeup_fd(self._previous_wakeup)
+            for fd in reversed(self._pipe):
+                os.close(fd)  # closing the write end ends the watcher's read
+            self._pipe = None
 
     @property
     def exit_code(self) -> int:

@@ -163,3 +163,27 @@ def test_docker_and_kubernetes_worker_commands_parse_with_this_cli() -> None:
         assert command[0] == "worker" and "--gpus" in command
         context = worker.make_context("worker", [part.replace("${", "").replace("$(", "") for part in command[1:]])
         assert context.params["gpus"]
+
+
+def test_stop_request_hears_a_signal_while_the_main_thread_is_busy_and_a_second_one_leaves() -> None:
+    """SIGTERM while the main thread sits in one long C call: the stop flag is set at once (the
+    worker's Keras callback and hard-stop timer rely on it), not when the call returns. A
+    second SIGTERM ends the process with status 143."""
+    script = """
+import hashlib, os, signal, threading, time
+from search._trial_loop import StopRequest
+stop = StopRequest(); stop.install()
+start = time.monotonic(); seen = []
+threading.Thread(target=lambda: (stop.event.wait(), seen.append(time.monotonic() - start))).start()
+threading.Thread(target=lambda: (time.sleep(0.2), os.kill(os.getpid(), signal.SIGTERM))).start()
+hashlib.sha256(b"x" * (600 * 1024 * 1024)).digest()  # one long C call in the main thread
+busy = time.monotonic() - start
+print(f"flag after {seen[0]:.2f} s, main thread busy for {busy:.2f} s", flush=True)
+os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(30)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.returncode == 143, done.stderr
+    flagged, busy = (float(x) for x in re.findall(r"(\d+\.\d+) s", done.stdout))
+    assert flagged < busy - 0.1 or busy < 0.4, done.stdout  # (a fast machine may finish the hash first)
+    assert "SIGTERM: handing the current trial back" in done.stdout
