@@ -6,7 +6,7 @@ every image through the backbone every epoch) and with the cache (the first tria
 the rest train only the head). It reports the median seconds per trial after the first, their
 ratio, and the largest result difference between the two runs of each trial.
 
-    python -m bench.cache [--repeats 3] [--data ../shared/data/brain_mri] [--weights ../shared/weights]
+    python -m bench.cache [--repeats 2] [--data ../shared/data/brain_mri] [--weights ../shared/weights]
 """
 
 from __future__ import annotations

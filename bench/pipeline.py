@@ -10,7 +10,7 @@ cache) fed three ways, on the survey's brain_mri images:
 Each feed trains its own model; after one untimed epoch each (tracing), epochs are run in
 turn, one per feed, and the table shows each feed's median and fastest epoch.
 
-    python -m bench.pipeline [--epochs 4] [--size 224] [--data ../shared/data/brain_mri]
+    python -m bench.pipeline [--epochs 8] [--size 224] [--data ../shared/data/brain_mri]
 """
 
 from __future__ import annotations
