@@ -168,6 +168,32 @@ def test_two_processes_filling_one_entry(tmp_path: Path) -> None:
         {"entry": "shared"}).name]  # no temporary files left behind
 
 
+def _train_in_process(folder: str, cache: str, report: str) -> None:
+    import json
+
+    result = train_trial(FROZEN.replace(epochs=1), _arrays(Path(folder)), feature_cache_dir=cache)
+    Path(report).write_text(json.dumps({"cache": result.feature_cache, "history": result.history}))
+
+
+@pytest.mark.slow
+def test_two_workers_training_at_once_compute_the_features_once(image_folder: Path, tmp_path: Path) -> None:
+    import json
+
+    context = multiprocessing.get_context("spawn")
+    reports = [tmp_path / f"worker{i}.json" for i in range(2)]
+    workers = [context.Process(target=_train_in_process, args=(str(image_folder), str(tmp_path / "cache"), str(r)))
+               for r in reports]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(300)
+        assert worker.exitcode == 0
+    first, second = (json.loads(r.read_text()) for r in reports)
+    assert sorted([first["cache"], second["cache"]]) == ["filled", "hit"]
+    assert first["history"] == second["history"]
+    assert len(ArrayCache(tmp_path / "cache").entries()) == 1
+
+
 def test_readers_never_see_a_half_written_entry(tmp_path: Path) -> None:
     context = multiprocessing.get_context("spawn")
     folder, stop, report = tmp_path / "cache", tmp_path / "stop", tmp_path / "report"
