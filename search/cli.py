@@ -291,7 +291,7 @@ def dashboard(host: str, port: int, storage: str) -> None:
 
 @main.command()
 @click.option("--workdir", default="medsweep-demo", show_default=True, type=click.Path(), help="Folder for data, database and outputs.")
-@click.option("--n-trials", default=4, show_default=True, type=click.IntRange(min=1))
+@click.option("--n-trials", default=6, show_default=True, type=click.IntRange(min=1))
 @click.option("--storage", envvar=None, default=None, help="Storage URL (default: a fresh SQLite file in the workdir).")
 def demo(workdir: str, n_trials: int, storage: str | None) -> None:
     """Run the whole loop on synthetic images: search, export, retrain, predict."""
