@@ -155,8 +155,11 @@ def _compute_features(config: TrialConfig, images: np.ndarray, views: int) -> di
     x = base(x, training=False)
     outputs = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     extractor = keras.Model(inputs, outputs, name="feature_extractor")
-    arrays = {"features": extractor.predict(images.astype(np.float32), batch_size=_EXTRACT_BATCH, verbose=0)
-              .astype(np.float32),
+    # A chunk at a time, so images on disk (or a large float32 copy) never sit in memory whole.
+    features = np.concatenate([
+        extractor.predict(images[start:start + 512].astype(np.float32), batch_size=_EXTRACT_BATCH, verbose=0)
+        for start in range(0, len(images), 512)])
+    arrays = {"features": features.astype(np.float32),
               "draws": np.asarray(draws, dtype=np.int64)}
     if views:
         augmentation = augmentation_block(VIEWS_SEED)

@@ -293,24 +293,42 @@ class ImageDataset:
             if files is not None:
                 decode_images(files.paths, 8)
 
+    def _decode(self, paths: Sequence[Path], image_size: int, part: str) -> np.ndarray:
+        """Decoded images in memory, or memory-mapped from disk above the memory budget."""
+        from ._disk_arrays import decode_to_disk, decoded_folder, fits_in_memory
+
+        if fits_in_memory(len(paths), image_size):
+            return decode_images(paths, image_size)
+        name = f"{self.fingerprint['content_hash'][:16]}-{image_size}-{part}.npy"
+        return decode_to_disk(paths, image_size, decoded_folder() / name)
+
+    def _take(self, images: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """`images[index]`; for images on disk, a contiguous file of its own."""
+        if not isinstance(images, np.memmap):
+            return images[index]
+        from ._disk_arrays import decoded_folder, index_digest, take_to_disk
+
+        name = f"{self.fingerprint['content_hash'][:16]}-{images.shape[1]}-rows-{index_digest(index)}.npy"
+        return take_to_disk(images, index, decoded_folder() / name)
+
     def _images(self, image_size: int) -> np.ndarray:
         if image_size not in self._decoded:
-            self._decoded[image_size] = decode_images(self.train_files.paths, image_size)
+            self._decoded[image_size] = self._decode(self.train_files.paths, image_size, "train")
         return self._decoded[image_size]
 
     def _subset(self, image_size: int, train_index: np.ndarray, val_index: np.ndarray) -> TrialData:
         images, labels = self._images(image_size), self.labels
-        return TrialData(self.class_names, images[train_index], labels[train_index],
-                         images[val_index], labels[val_index])
+        return TrialData(self.class_names, self._take(images, train_index), labels[train_index],
+                         self._take(images, val_index), labels[val_index])
 
     def arrays(self, image_size: int) -> TrialData:
         """Decode and split once per image size; later trials reuse the arrays in memory.
         With cross-validation this is the first fold."""
         if image_size not in self._cache:
             if self.val_files is not None:
-                images = self._images(image_size)[self.plan.development]
+                images = self._take(self._images(image_size), self.plan.development)
                 labels = self.labels[self.plan.development]
-                x_val = decode_images(self.val_files.paths, image_size)
+                x_val = self._decode(self.val_files.paths, image_size, "val")
                 y_val = np.asarray(self.val_files.labels, dtype=np.int64)
                 data = TrialData(self.class_names, images, labels, x_val, y_val)
             elif self.plan.validation is not None:
@@ -332,14 +350,14 @@ class ImageDataset:
     def test_arrays(self, image_size: int) -> tuple[np.ndarray, np.ndarray]:
         """The locked test images (empty when the study has no test split)."""
         if self.test_files is not None:
-            return (decode_images(self.test_files.paths, image_size),
+            return (self._decode(self.test_files.paths, image_size, "test"),
                     np.asarray(self.test_files.labels, dtype=np.int64))
-        return self._images(image_size)[self.plan.test], self.labels[self.plan.test]
+        return self._take(self._images(image_size), self.plan.test), self.labels[self.plan.test]
 
     def all_arrays(self, image_size: int) -> tuple[np.ndarray, np.ndarray]:
         """Every image available to search (never the locked test ones), for a final model."""
         development = self.plan.development
-        return self._images(image_size)[development], self.labels[development]
+        return self._take(self._images(image_size), development), self.labels[development]
 
 
 def _refuse_shared_images(parts: dict[str, LabeledFiles], digests: dict[str, list[str]]) -> None:

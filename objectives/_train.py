@@ -47,11 +47,28 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, num_classes: int, batch
     import_keras()
     import tensorflow as tf
 
-    dataset = tf.data.Dataset.from_tensor_slices((images, _targets(labels, num_classes)))
-    if shuffle:
-        dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y),
-                                            num_parallel_calls=tf.data.AUTOTUNE)
+    targets = _targets(labels, num_classes)
+    if isinstance(images, np.memmap):
+        # Images on disk (above the memory budget): shuffle and batch row numbers, read each
+        # batch's rows from the memory-mapped file. Same seed, same order as in memory.
+        dataset = tf.data.Dataset.range(len(images))
+        if shuffle:
+            dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+        shape = images.shape[1:]
+
+        def read_rows(rows: Any) -> tuple[Any, Any]:
+            x, y = tf.numpy_function(lambda r: (images[r], targets[r]), [rows], (tf.uint8, tf.float32))
+            x.set_shape((None, *shape))
+            y.set_shape((None, targets.shape[1]))
+            return tf.cast(x, tf.float32), y
+
+        dataset = dataset.batch(batch_size).map(read_rows, num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices((images, targets))
+        if shuffle:
+            dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y),
+                                                num_parallel_calls=tf.data.AUTOTUNE)
     if augment:
         from ._layers import augmentation_block
 

@@ -1,0 +1,86 @@
+"""Decoded images on disk, for data sets larger than the memory budget.
+
+Below the budget (a quarter of physical memory, or $MEDSWEEP_MEMORY_LIMIT_MB) decoded images
+stay in memory. Above it they are decoded once per image size into `.npy` files in
+`<feature cache folder>/decoded/` and read back memory-mapped, one file per split so that a
+split is a contiguous array and training reads it batch by batch (see `make_dataset`)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+MEMORY_ENV = "MEDSWEEP_MEMORY_LIMIT_MB"
+_CHUNK = 64
+
+
+def memory_limit_bytes() -> int:
+    """How many bytes of decoded images a worker keeps in memory before going to disk."""
+    configured = os.environ.get(MEMORY_ENV, "").strip()
+    if configured:
+        return int(float(configured) * 2**20)
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 4 * 2**30
+
+
+def fits_in_memory(count: int, image_size: int) -> bool:
+    return count * image_size * image_size * 3 <= memory_limit_bytes()
+
+
+def decoded_folder() -> Path:
+    from ._cache import default_cache_dir
+
+    return default_cache_dir() / "decoded"
+
+
+def index_digest(index: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(index, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+def _write_once(path: Path, count: int, image_size: int,
+                fill: Callable[[np.ndarray, int, int], None]) -> np.memmap:
+    """Create `path` (uint8, count x size x size x 3) chunk by chunk unless a complete one is
+    there; written under a temporary name and renamed, so readers never see half a file."""
+    shape = (count, image_size, image_size, 3)
+    if path.is_file():
+        try:
+            existing = np.load(path, mmap_mode="r")
+            if existing.shape == shape and existing.dtype == np.uint8:
+                return existing
+        except (OSError, ValueError):
+            pass  # damaged: rewrite below
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
+    array = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8, shape=shape)
+    for start in range(0, count, _CHUNK):
+        fill(array, start, min(count, start + _CHUNK))
+    array.flush()
+    del array
+    os.replace(temporary, path)
+    return np.load(path, mmap_mode="r")
+
+
+def decode_to_disk(paths: Sequence[Path], image_size: int, path: Path) -> np.memmap:
+    """Decode `paths` at `image_size` into a memory-mapped `.npy` file, a chunk at a time."""
+    from ._data import decode_images
+
+    def fill(array: np.ndarray, start: int, stop: int) -> None:
+        array[start:stop] = decode_images(paths[start:stop], image_size)
+
+    return _write_once(path, len(paths), image_size, fill)
+
+
+def take_to_disk(images: np.ndarray, index: np.ndarray, path: Path) -> np.memmap:
+    """`images[index]` as its own memory-mapped file (fancy indexing would copy into memory)."""
+    index = np.asarray(index, dtype=np.int64)
+
+    def fill(array: np.ndarray, start: int, stop: int) -> None:
+        array[start:stop] = images[index[start:stop]]
+
+    return _write_once(path, len(index), images.shape[1], fill)
