@@ -19,22 +19,15 @@ from typing import Any, Iterator
 
 import pytest
 
+from ..conftest import TINY_SPACE
+
 REPO = Path(__file__).resolve().parents[2]
 
 # Worker options that make the fault tests quick: a heartbeat every second, a dead worker's
 # trial retried 6 s after its last beat.
 FAST = ["--heartbeat-interval", "1", "--grace-period", "6"]
 
-ONE_EPOCH_SPACE = """\
-backbone: MobileNet
-alpha: 0.25
-image_size: 32
-weights: none
-augmentation: false
-learning_rate: {low: 0.0001, high: 0.01, log: true}
-epochs: 1
-batch_size: [8]
-"""
+ONE_EPOCH_SPACE = TINY_SPACE.replace("epochs: [1, 2]", "epochs: 1")
 
 # Long enough (about 2-4 s) to stop a worker in the middle of fit.
 LONG_SPACE = ONE_EPOCH_SPACE.replace("epochs: 1", "epochs: 25")
