@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from optuna.trial import FrozenTrial, TrialState
@@ -34,7 +35,13 @@ def open_dataset(settings: Any, data_dir: str | None = None, val_dir: str | None
     if data_dir:
         from dataclasses import replace
 
-        spec = replace(spec, data_dir=data_dir, val_dir=val_dir or spec.val_dir)
+        if spec.manifest:  # the manifest names its images relative to its own folder
+            manifest = Path(data_dir).expanduser()
+            if manifest.is_dir():
+                manifest = manifest / Path(spec.manifest).name
+            spec = replace(spec, manifest=str(manifest), data_dir=str(manifest.parent))
+        else:
+            spec = replace(spec, data_dir=data_dir, val_dir=val_dir or spec.val_dir)
     dataset = ImageDataset.open(spec)
     if dataset.fingerprint["content_hash"] != settings.fingerprint["content_hash"]:
         raise StudyError(

@@ -122,7 +122,7 @@ def create(study: str, data_dir: str | None, manifest: str | None, val_dir: str 
 @click.option("--n-trials", type=click.IntRange(min=1), help="Total trials for the study, across all workers and machines.")
 @click.option("--timeout", type=click.FloatRange(min=0), help="Stop starting trials after this many seconds.")
 @click.option("--max-failures", default=3, show_default=True, help="Stop after this many failed trials in a row.")
-@click.option("--data", "data_dir", type=click.Path(), help="The study's data under another path on this machine.")
+@click.option("--data", "data_dir", type=click.Path(), help="The study's data (its folder, or for a manifest study the CSV or its folder) under another path on this machine.")
 @training_options
 @click.option("--gpus", help="GPUs to use, one worker process each: all (default), none, or ids such as 0,1,3.")
 @click.option("--workers", type=click.IntRange(min=1), help="Run N CPU worker processes instead (small models).")

@@ -190,3 +190,23 @@ def test_create_from_a_manifest_with_patient_pattern_reports_groups(tmp_path: Pa
                                                          "--metric", "precision", "--storage", storage)
     assert "--cv and --val-dir exclude each other" in cli_error(
         "create", "x", "--data", str(image_folder), "--val-dir", str(image_folder), "--cv", "3", "--storage", storage)
+
+
+def test_worker_finds_a_moved_manifest_study(tmp_path: Path, image_folder: Path) -> None:
+    import shutil
+
+    from search import load_study
+    from search._worker import open_dataset
+
+    storage = f"sqlite:///{tmp_path / 'm.db'}"
+    rows = ["path,label"] + [f"{path.relative_to(image_folder).as_posix()},{path.parent.name}"
+                             for path in sorted(image_folder.rglob("*")) if path.is_file()]
+    (image_folder / "images.csv").write_text("\n".join(rows) + "\n")
+    cli("create", "m", "--manifest", str(image_folder / "images.csv"), "--storage", storage)
+    moved = tmp_path / "elsewhere"
+    shutil.move(str(image_folder), moved)
+    _, settings = load_study(open_storage(storage), "m")
+    for new_place in (moved, moved / "images.csv"):  # the folder or the CSV itself
+        dataset = open_dataset(settings, str(new_place))
+        assert dataset.fingerprint == settings.fingerprint
+        assert all(str(path).startswith(str(moved)) for path in dataset.train_files.paths)
