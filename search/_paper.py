@@ -151,11 +151,24 @@ class BaselineSparingPruner(optuna.pruners.BasePruner):
         return self.pruner.prune(study, trial)
 
 
+class BaselineSparingHyperband(optuna.pruners.HyperbandPruner):
+    """Hyperband that never prunes a baseline trial. A subclass rather than a wrapper, because
+    Optuna's samplers look for Hyperband by type to sample within its brackets."""
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        if trial.user_attrs.get(BASELINE_ATTR):
+            return False
+        return super().prune(study, trial)
+
+
 def spare_baselines(pruner: optuna.pruners.BasePruner) -> optuna.pruners.BasePruner:
-    """`pruner`, made to let baseline trials run to the end. Hyperband is left as it is: Optuna's
-    samplers look for it by type to sample within its brackets."""
-    if isinstance(pruner, (optuna.pruners.HyperbandPruner, optuna.pruners.NopPruner)):
+    """`pruner`, made to let baseline trials run to the end."""
+    if isinstance(pruner, optuna.pruners.NopPruner):
         return pruner
+    if isinstance(pruner, optuna.pruners.HyperbandPruner):
+        from ._study import HYPERBAND_SETTINGS
+
+        return BaselineSparingHyperband(**HYPERBAND_SETTINGS)
     return BaselineSparingPruner(pruner)
 
 

@@ -20,13 +20,16 @@ METRICS = tuple(METRIC_DIRECTIONS)
 SETTINGS_KEY = "medsweep"
 
 
+HYPERBAND_SETTINGS = {"min_resource": 1, "reduction_factor": 3}
+
+
 def make_pruner(name: str) -> optuna.pruners.BasePruner:
     """MedianPruner stops a trial below the median of earlier trials at the same epoch; it
     waits for 2 finished trials and 1 epoch, because medical studies are short and costly."""
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(**HYPERBAND_SETTINGS)
     if name == "none":
         return optuna.pruners.NopPruner()
     raise StudyError(f"unknown pruner {name!r}; choose one of: {', '.join(PRUNERS)}")

@@ -59,26 +59,30 @@ def test_a_baseline_trial_trains_the_template(tmp_path: Path, image_folder: Path
     assert trial.user_attrs[BASELINE_ATTR] == "InceptionV3, lr 1e-04, 20 epochs"
 
 
-def test_baselines_are_never_pruned(tmp_path: Path, image_folder: Path) -> None:
-    from bench.report import DISTRIBUTIONS
-
+@pytest.mark.parametrize("pruner", ["median", "hyperband"])
+def test_baselines_are_never_pruned(tmp_path: Path, image_folder: Path, pruner: str) -> None:
     url = f"sqlite:///{tmp_path / 'studies.db'}"
-    assert CliRunner().invoke(main, ["paper", "p", "--data", str(image_folder), "--storage", url]).exit_code == 0
+    result = CliRunner().invoke(main, ["paper", "p", "--data", str(image_folder), "--pruner", pruner, "--storage", url])
+    assert result.exit_code == 0, result.output
     study, _ = load_study(open_storage(url), "p")
-    good = {"backbone": "VGG19", "learning_rate": 1e-3, "epochs": 10, "batch_size": 8}
-    for _ in range(3):  # finished trials that did well at every epoch
-        study.add_trial(optuna.trial.create_trial(value=0.9, params=good, distributions=DISTRIBUTIONS,
-                                                  intermediate_values={0: 0.9, 1: 0.9, 2: 0.9}))
-    baseline = study.ask()
-    assert baseline.user_attrs.get(BASELINE_ATTR)
-    for _ in range(9):  # take the other baselines off the queue, so the next trial is a searched one
-        study.tell(study.ask(), state=TrialState.FAIL)
+    baselines = [study.ask() for _ in range(10)]
+    assert all(trial.user_attrs.get(BASELINE_ATTR) for trial in baselines)
+    for _ in range(12):  # searched trials that did well at every epoch (run through the
+        # pruner, so Hyperband records them in its rungs)
+        trial = study.ask()
+        for step in range(30):
+            trial.report(0.9, step)
+            trial.should_prune()
+        study.tell(trial, 0.9)
     searched = study.ask()
     assert not searched.user_attrs.get(BASELINE_ATTR)
-    for trial in (baseline, searched):
-        trial.report(0.1, 0)
-        trial.report(0.1, 1)
-    assert searched.should_prune() and not baseline.should_prune()
+    searched_pruned, baselines_pruned = False, set()
+    for step in range(30):  # the same poor curve for all, until the pruner stops the searched one
+        for trial in (*baselines, searched):
+            trial.report(0.1, step)
+        baselines_pruned |= {trial.number for trial in baselines if trial.should_prune()}
+        searched_pruned = searched_pruned or searched.should_prune()
+    assert searched_pruned and not baselines_pruned
 
 
 def test_a_space_that_fixes_a_baseline_parameter_is_refused(tmp_path: Path, image_folder: Path) -> None:
