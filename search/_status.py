@@ -29,7 +29,9 @@ def trial_rows(study: optuna.Study) -> list[dict[str, str]]:
     retried_as = {t.system_attrs["retry_history"][-1]: t.number for t in trials if t.system_attrs.get("retry_history")}
     for trial in trials:
         duration = trial.duration.total_seconds() if trial.duration else None
-        epochs = len(trial.intermediate_values)
+        # Epochs trained come from the recorded curves: with cross-validation the intermediate
+        # values are per fold, not per epoch.
+        epochs = len(trial.user_attrs.get("history", {}).get("loss", [])) or len(trial.intermediate_values)
         note = trial.user_attrs.get("fail_reason", "") if trial.state == TrialState.FAIL else ""
         if trial.number in retried_as:
             note = f"{note}; retried as trial {retried_as[trial.number]}" if note else f"retried as trial {retried_as[trial.number]}"
