@@ -3,6 +3,7 @@ optuna-integration Keras pruning callback, and write the trial record the design
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -122,7 +123,7 @@ class _FoldRecord:
     `metrics` (fold means; confusion matrices summed) and `history` (fold mean per epoch)."""
 
     def __init__(self, bounded: bool = True) -> None:
-        self.bounded = bounded  # every maximised objective lies in [0, 1]; loss does not
+        self.bounded = bounded  # every maximised objective lies in [0, 1]; loss in [0, inf)
         self.histories: list[dict[str, list[float]]] = []
         self.metrics: list[dict[str, Any]] = []
         self.values: list[float] = []
@@ -140,7 +141,7 @@ class _FoldRecord:
         trial.set_user_attr("history", _history_record(_mean_history(self.histories)))
         if not self.values:
             return {}
-        summary = cv_summary(self.values, float(np.mean(self.shares)), (0.0, 1.0) if self.bounded else None)
+        summary = cv_summary(self.values, float(np.mean(self.shares)), (0.0, 1.0) if self.bounded else (0.0, math.inf))
         trial.set_user_attr("cv", summary)
         trial.set_user_attr("metrics", _mean_metrics(self.metrics))
         return summary

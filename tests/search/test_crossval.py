@@ -76,6 +76,7 @@ def test_cross_validated_study_with_pruning_locked_test_final_model_and_evaluati
     # the diverging trial is stopped after its second fold: the running mean is clearly worse
     assert bad.state == TrialState.PRUNED, (bad.intermediate_values, cv)
     assert sorted(bad.intermediate_values) == [0, 1] and len(bad.user_attrs["cv"]["folds"]) == 2
+    assert bad.user_attrs["cv"]["ci95"][0] >= 0  # a log loss interval stops at zero
 
     status = cli("status", "cv", "--storage", storage)
     assert "95% CI" in status and "3 folds" in status
