@@ -3,6 +3,7 @@ one-line JSON result, per-epoch timing, and a small Optuna study over cached or 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -29,6 +30,28 @@ def require_data(data: Path, weights: Path | None = None) -> None:
     if weights is not None and not (weights / MOBILENET_FILE).is_file():
         sys.exit(f"bench: {weights / MOBILENET_FILE} not found; pass --weights (a folder with the "
                  "MobileNet alpha 0.25 no-top ImageNet weights)")
+
+
+def data_parser(description: str) -> argparse.ArgumentParser:
+    """An argument parser with the --data and --weights options every training benchmark takes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data", type=Path, default=BRAIN_MRI)
+    parser.add_argument("--weights", type=Path, default=WEIGHTS)
+    return parser
+
+
+def parse_data_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse the arguments and exit with a one-line reason when the data or weights are missing."""
+    args = parser.parse_args()
+    require_data(args.data, args.weights)
+    return args
+
+
+def open_split_dataset(data: Path) -> Any:
+    """The benchmarks' data: the folder with a seeded, stratified 80/20 validation split."""
+    from objectives import DataSpec, ImageDataset
+
+    return ImageDataset.open(DataSpec(str(data), validation_fraction=0.2, split_seed=0))
 
 
 def machine() -> dict[str, Any]:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._common import BRAIN_MRI, WEIGHTS, emit, median, require_data, table
+from ._common import data_parser, emit, median, open_split_dataset, parse_data_args, table
 
 LEARNING_RATES = (1e-3, 3e-4, 3e-3, 1e-4, 2e-3, 5e-4)
 
@@ -62,9 +62,7 @@ def run_case(name: str, values: dict[str, Any], dataset: Any, repeats: int, cach
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=BRAIN_MRI)
-    parser.add_argument("--weights", type=Path, default=WEIGHTS)
+    parser = data_parser(__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2, help="Trials timed after the first one.")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--epochs", type=int, default=20, help="The template's 20 epochs.")
@@ -72,12 +70,8 @@ def main() -> None:
     parser.add_argument("--large-size", type=int, default=64)
     parser.add_argument("--large-epochs", type=int, default=2)
     parser.add_argument("--large-repeats", type=int, default=2)
-    args = parser.parse_args()
-    require_data(args.data, args.weights)
-
-    from objectives import DataSpec, ImageDataset
-
-    dataset = ImageDataset.open(DataSpec(str(args.data), validation_fraction=0.2, split_seed=0))
+    args = parse_data_args(parser)
+    dataset = open_split_dataset(args.data)
     results = []
     with tempfile.TemporaryDirectory(prefix="medsweep-bench-cache-") as folder:
         for index, (name, values) in enumerate(cases(args.weights, args)):

@@ -15,14 +15,13 @@ turn, one per feed, and the table shows each feed's median and fastest epoch.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ._common import BRAIN_MRI, WEIGHTS, EpochTimer, emit, median, require_data, table
+from ._common import EpochTimer, data_parser, emit, median, parse_data_args, table
 
 
 class PerEpochDecoder:
@@ -61,14 +60,11 @@ def _fit(model: Any, data: Any, epochs: int, **kwargs: Any) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=BRAIN_MRI)
-    parser.add_argument("--weights", type=Path, default=WEIGHTS)
+    parser = data_parser(__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=5)
-    args = parser.parse_args()
-    require_data(args.data, args.weights)
+    args = parse_data_args(parser)
 
     import keras
     import tensorflow as tf

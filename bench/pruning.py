@@ -12,28 +12,24 @@ cache, since pruning decisions depend only on the reported values.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
-from ._common import BRAIN_MRI, WEIGHTS, emit, require_data, run_study, study_backbones, table
+from ._common import data_parser, emit, open_split_dataset, parse_data_args, run_study, study_backbones, table
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=BRAIN_MRI)
-    parser.add_argument("--weights", type=Path, default=WEIGHTS)
+    parser = data_parser(__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    require_data(args.data, args.weights)
+    args = parse_data_args(parser)
 
-    from objectives import DataSpec, ImageDataset, TrialConfig, train_trial
+    from objectives import TrialConfig, train_trial
 
-    dataset = ImageDataset.open(DataSpec(str(args.data), validation_fraction=0.2, split_seed=0))
+    dataset = open_split_dataset(args.data)
     backbone = {"MobileNet": study_backbones(args.weights, args.size)["MobileNet"]}
     runs = []
     with tempfile.TemporaryDirectory(prefix="medsweep-bench-pruning-") as folder:

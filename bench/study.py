@@ -8,29 +8,22 @@ its backbone every epoch) and with it. Reports wall time and the best validation
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
-from ._common import BRAIN_MRI, WEIGHTS, emit, median, require_data, run_study, study_backbones, table
+from ._common import data_parser, emit, median, open_split_dataset, parse_data_args, run_study, study_backbones, table
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=BRAIN_MRI)
-    parser.add_argument("--weights", type=Path, default=WEIGHTS)
+    parser = data_parser(__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--size", type=int, default=64, help="Image size; small so the uncached study takes minutes.")
     parser.add_argument("--min-epochs", type=int, default=2)
     parser.add_argument("--max-epochs", type=int, default=8)
     parser.add_argument("--pruner", default="median", choices=("median", "hyperband", "none"))
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    require_data(args.data, args.weights)
-
-    from objectives import DataSpec, ImageDataset
-
-    dataset = ImageDataset.open(DataSpec(str(args.data), validation_fraction=0.2, split_seed=0))
+    args = parse_data_args(parser)
+    dataset = open_split_dataset(args.data)
     dataset.arrays(args.size)  # decoding is shared by both runs and not what is compared
     backbones = study_backbones(args.weights, args.size)
     epochs = (args.min_epochs, args.max_epochs)
