@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import optuna
 import pytest
 from click.testing import CliRunner
 from optuna.trial import TrialState
