@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 import click
 
+from objectives import INTENSITY_CHOICES
 from storage import DEFAULT_STORAGE_URL, STORAGE_ENV
 
 from ._errors import USER_ERRORS
@@ -93,16 +94,20 @@ def main() -> None:
 @click.option("--metric", default="auc", show_default=True,
               help=f"Objective: {', '.join(_METRICS)}, or sens@spec=0.9 (sensitivity at a target specificity).")
 @click.option("--pruner", type=click.Choice(_PRUNERS), default="median", show_default=True)
+@click.option("--intensity", type=click.Choice(INTENSITY_CHOICES),
+              help="Per-image grey-level rescaling before the backbone: raw, minmax or percentile (0.5-99.5). "
+                   "Needed when most images use only a sliver of their range.")
 @click.option("--resume", is_flag=True, help="Reuse the study if it exists instead of failing.")
 @storage_option
 def create(study: str, data_dir: str | None, manifest: str | None, val_dir: str | None, validation_fraction: float,
            split_seed: int, cv: int, repeats: int, test_fraction: float, test_dir: str | None,
-           group_pattern: str | None, space_file: str | None, metric: str, pruner: str, resume: bool,
-           storage: str) -> None:
+           group_pattern: str | None, space_file: str | None, metric: str, pruner: str, intensity: str | None,
+           resume: bool, storage: str) -> None:
     """Create a study on a data folder or manifest (checks every image, reports duplicates and groups)."""
     from objectives import ImageDataset
 
     from .study._space import SearchSpace
+    from .study._intensity import apply_intensity
     from .study._study import create_study
     from .results._trust import describe_dataset, make_data_spec
 
@@ -111,7 +116,9 @@ def create(study: str, data_dir: str | None, manifest: str | None, val_dir: str 
                           split_seed=split_seed, group_pattern=group_pattern, cv=cv, repeats=repeats,
                           test_fraction=test_fraction, test_dir=test_dir)
     dataset = ImageDataset.open(spec)
-    dataset.check_decodable()
+    space, intensity_note = apply_intensity(dataset.check_decodable(), space, intensity)
+    if intensity_note:
+        click.echo(intensity_note, err=True)
     created = create_study(_open(storage), study, dataset, space, metric=metric, pruner=pruner, resume=resume)
     settings_metric = created.user_attrs.get("medsweep", {}).get("metric", metric)
     click.echo(f"study {created.study_name}: {describe_dataset(dataset)}; objective {settings_metric}, pruner {pruner}")
