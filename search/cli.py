@@ -16,14 +16,38 @@ _METRICS = ("auc", "accuracy", "balanced_accuracy", "loss")
 _PRUNERS = ("median", "hyperband", "none")
 
 
+# The storage URL this command opened, so a database that fails later is named (password masked).
+_opened_url: str | None = None
+
+
+def _storage_failure(error: Exception) -> Exception | None:
+    """A database failure in the middle of a command as one StorageError line, else None."""
+    if _opened_url is None or "sqlalchemy" not in sys.modules:
+        return None
+    from optuna.exceptions import StorageInternalError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if not isinstance(error, (StorageInternalError, SQLAlchemyError)):
+        return None
+    from storage import explain_storage_error
+
+    return explain_storage_error(_opened_url, error, failed="lost storage")
+
+
 class _Group(click.Group):
-    """Prints user mistakes as one line (password masked by the raiser) and exits 1."""
+    """Prints user mistakes and database failures as one line (password masked) and exits 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except USER_ERRORS as error:
             click.echo(f"error: {error}", err=True)
+            sys.exit(1)
+        except Exception as error:
+            explained = _storage_failure(error)
+            if explained is None:
+                raise
+            click.echo(f"error: {explained}", err=True)
             sys.exit(1)
 
 
@@ -60,9 +84,12 @@ def training_options(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _open(storage_url: str) -> Any:
+    global _opened_url
     from storage import open_storage
 
-    return open_storage(storage_url)
+    opened = open_storage(storage_url)
+    _opened_url = opened.url
+    return opened
 
 
 def _quiet_optuna() -> None:
@@ -103,9 +130,10 @@ def create(study: str, data_dir: str | None, manifest: str | None, val_dir: str 
     from objectives import ImageDataset
 
     from ._space import SearchSpace
-    from ._study import create_study
+    from ._study import check_study_name, create_study
     from ._trust import describe_dataset, make_data_spec
 
+    check_study_name(study)
     space = SearchSpace.from_yaml(space_file) if space_file else SearchSpace.default()
     spec = make_data_spec(data_dir, manifest=manifest, val_dir=val_dir, validation_fraction=validation_fraction,
                           split_seed=split_seed, group_pattern=group_pattern, cv=cv, repeats=repeats,
@@ -170,9 +198,10 @@ def status(study: str, storage: str) -> None:
 @storage_option
 def export(study: str, output: str, storage: str) -> None:
     """Write the best trial's config, metrics, data fingerprint and versions as YAML."""
-    from ._export import export_best, write_export
+    from ._export import check_output_path, export_best, write_export
     from ._study import load_study
 
+    check_output_path(output, "-o")
     _quiet_optuna()
     loaded, settings = load_study(_open(storage), study)
     document = export_best(loaded, settings)
@@ -192,6 +221,9 @@ def export(study: str, output: str, storage: str) -> None:
 def train(config_file: str, data_dir: str | None, val_dir: str | None, final: bool, remeasure: bool, bootstrap: int,
           output: str, verbose: bool) -> None:
     """Retrain an exported config (from `medsweep export`) and save the model; no study needed."""
+    from ._export import check_output_path
+
+    check_output_path(output, "-o", suffix=".keras")  # before training, not after it
     if final:
         from ._trust import format_metrics, train_final
 
