@@ -158,7 +158,7 @@ def decode_image(path: Path, size: int) -> np.ndarray:
             if width * height > limit:
                 raise DataError(
                     f"image {path} is {width} x {height} = {width * height / 1e6:.0f} megapixels, above the "
-                    f"limit of {limit / 1e6:.0f}; downscale it, remove it, or raise ${PIXELS_ENV}"
+                    f"limit of {limit / 1e6:.0f} megapixels; downscale it, remove it, or raise ${PIXELS_ENV}"
                 )
             image.load()
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):
