@@ -130,8 +130,14 @@ def create_study(storage: Any, name: str, dataset: ImageDataset, space: SearchSp
         raise exists from None
     study.set_user_attr(SETTINGS_KEY, settings.to_dict())
     if len(dataset.file_hashes) <= MAX_LISTED_FILES:
-        study.set_user_attr(FILES_KEY, dataset.file_hashes)
+        # A system attribute: optuna-dashboard lists user attributes, and this one is long.
+        storage.set_study_system_attr(storage.get_study_id_from_name(name), FILES_KEY, dataset.file_hashes)
     return study
+
+
+def stored_file_hashes(storage: Any, name: str) -> dict[str, str]:
+    """The per-file hashes `create_study` stored (empty for studies created before they were kept)."""
+    return storage.get_study_system_attrs(storage.get_study_id_from_name(name)).get(FILES_KEY) or {}
 
 
 def load_study(storage: Any, name: str, *, sampler_seed: int | None = None) -> tuple[optuna.Study, StudySettings]:

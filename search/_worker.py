@@ -15,7 +15,7 @@ from objectives import ImageDataset
 from ._budget import budget_used  # noqa: F401  (re-exported by search)
 from ._errors import StudyError
 from ._objective import TrialObjective
-from ._study import FILES_KEY, load_study
+from ._study import load_study, stored_file_hashes
 
 _logger = logging.getLogger("medsweep.worker")
 
@@ -80,7 +80,7 @@ def run_worker(storage: Any, study_name: str, *, n_trials: int | None = None, ti
     from ._trial_loop import run_trials
 
     study, settings = load_study(storage, study_name)
-    dataset = open_dataset(settings, data_dir, val_dir, study.user_attrs.get(FILES_KEY))
+    dataset = open_dataset(settings, data_dir, val_dir, stored_file_hashes(storage, study_name))
     objective = TrialObjective(settings, dataset)
     loop = run_trials(storage, study, objective, n_trials=n_trials, timeout=timeout,
                       max_consecutive_failures=max_consecutive_failures, max_retries=max_retries,
