@@ -21,16 +21,14 @@ _opened_url: str | None = None
 
 
 def _storage_failure(error: Exception) -> Exception | None:
-    """A database failure in the middle of a command as one StorageError line, else None."""
-    if _opened_url is None or "sqlalchemy" not in sys.modules:
+    """A database lost in the middle of a command as one StorageError line, else None (a bug
+    keeps its traceback)."""
+    if _opened_url is None:
         return None
-    from optuna.exceptions import StorageInternalError
-    from sqlalchemy.exc import SQLAlchemyError
+    from storage import explain_storage_error, is_unreachable
 
-    if not isinstance(error, (StorageInternalError, SQLAlchemyError)):
+    if not is_unreachable(_opened_url, error):
         return None
-    from storage import explain_storage_error
-
     return explain_storage_error(_opened_url, error, failed="lost storage")
 
 

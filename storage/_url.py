@@ -183,6 +183,15 @@ def explain_storage_error(url: str, error: BaseException, *, failed: str = "cann
     return StorageError(f"{failed} {where} ({mask_url(url)}): {detail}; {hint}")
 
 
+def is_unreachable(url: str, error: BaseException) -> bool:
+    """True when `error` (possibly wrapped by Optuna) means the database went away, not a bad request."""
+    from sqlalchemy.engine import make_url
+
+    from ._resilient import is_connection_error
+
+    return is_connection_error(error, make_url(url).get_backend_name())
+
+
 _DRIVER_PACKAGES = {"MySQLdb": "mysqlclient", "pymysql": "pymysql", "psycopg2": "psycopg2-binary"}
 
 

@@ -86,7 +86,7 @@ def test_outage_reports_the_connection_error_not_optunas_commit_guess(tmp_path: 
     """A database that goes away mid-run: the message says what the driver said."""
     from optuna.exceptions import StorageInternalError
 
-    from storage import explain_storage_error
+    from storage import explain_storage_error, is_unreachable
     from storage._resilient import ResilientRDBStorage
 
     from ..workers.conftest import start_private_server
@@ -103,6 +103,7 @@ def test_outage_reports_the_connection_error_not_optunas_commit_guess(tmp_path: 
             resilient.set_study_user_attr(study_id, "k", "v")
         with pytest.raises(StorageInternalError) as wrapped:  # what Optuna raises without medsweep
             plain.set_study_user_attr(study_id, "k", "v")
+        assert is_unreachable(url, wrapped.value)  # so the CLI prints one line, not a traceback
         explained = str(explain_storage_error(url, wrapped.value, failed="lost storage"))
         for message in (str(gave_up.value), explained):
             assert "invalid data in the commit" not in message and "\n" not in message, message
