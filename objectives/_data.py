@@ -100,6 +100,21 @@ def file_digests(paths: Sequence[Path]) -> list[str]:
         return list(pool.map(_file_digest, paths))
 
 
+def _name_under(path: Path, root: Path) -> str:
+    """`path` relative to `root`; absolute when a manifest names a file outside its folder."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def file_listing(parts: dict[str, LabeledFiles], roots: dict[str, Path],
+                 digests: dict[str, list[str]]) -> dict[str, str]:
+    """Each file's name (`part/relative path`) and a short content hash, to name changed files later."""
+    return {f"{part}/{_name_under(path, roots[part])}": file_hash[:16]
+            for part, files in parts.items() for path, file_hash in zip(files.paths, digests[part])}
+
+
 def fingerprint_files(parts: dict[str, LabeledFiles], roots: dict[str, Path],
                       digests: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """Class names, file count and a content hash over relative paths, labels and file bytes."""
@@ -110,18 +125,45 @@ def fingerprint_files(parts: dict[str, LabeledFiles], roots: dict[str, Path],
         class_names = files.class_names
         file_hashes = (digests or {}).get(part) or file_digests(files.paths)
         for path, label, file_hash in zip(files.paths, files.labels, file_hashes):
-            relative = path.relative_to(roots[part]).as_posix()
+            relative = _name_under(path, roots[part])
             digest.update(f"{part}\0{files.class_names[label]}\0{relative}\0{file_hash}\n".encode())
         count += len(files)
     return {"class_names": list(class_names), "file_count": count, "content_hash": digest.hexdigest()}
+
+
+PIXELS_ENV = "MEDSWEEP_MAX_IMAGE_PIXELS"
+# 8192 x 8192: above any mammogram or radiograph (about 4000 x 5000); a 16-bit image that size
+# takes 128 MB decoded, and a worker decodes eight at once.
+MAX_IMAGE_PIXELS = 8192 * 8192
+
+
+def max_image_pixels() -> int:
+    """The largest width x height medsweep decodes: $MEDSWEEP_MAX_IMAGE_PIXELS, else 8192 x 8192."""
+    configured = os.environ.get(PIXELS_ENV, "").strip()
+    if not configured:
+        return MAX_IMAGE_PIXELS
+    try:
+        return max(1, int(float(configured)))
+    except ValueError:
+        raise DataError(f"${PIXELS_ENV} is {configured!r}, not a number; set a pixel count such as 67108864") from None
 
 
 def decode_image(path: Path, size: int) -> np.ndarray:
     """Decode PNG/JPEG (grayscale, RGB, RGBA, 16-bit) to a size x size x 3 uint8 array."""
     from PIL import Image, UnidentifiedImageError
 
+    limit = max_image_pixels()
+    # Pillow's own guard warns at 89 Mpx and raises a traceback at 179 Mpx; ours below reads
+    # the size from the header and refuses before any pixel is decoded.
+    Image.MAX_IMAGE_PIXELS = None
     try:
         with Image.open(path) as image:
+            width, height = image.size
+            if width * height > limit:
+                raise DataError(
+                    f"image {path} is {width} x {height} = {width * height / 1e6:.0f} megapixels, above the "
+                    f"limit of {limit / 1e6:.0f} megapixels; downscale it, remove it, or raise ${PIXELS_ENV}"
+                )
             image.load()
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):
                 pixels = np.asarray(image, dtype=np.float64)
@@ -131,7 +173,7 @@ def decode_image(path: Path, size: int) -> np.ndarray:
             if image.size != (size, size):
                 image = image.resize((size, size), Image.Resampling.BILINEAR)
             return np.asarray(image, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise DataError(f"image {path} cannot be decoded ({error}); remove or replace the file") from None
 
 
@@ -247,6 +289,7 @@ class ImageDataset:
     fingerprint: dict[str, Any]
     plan: Any = None  # SplitPlan; built by `open`
     test_files: LabeledFiles | None = None
+    file_hashes: dict[str, str] = field(default_factory=dict, repr=False)  # see `file_listing`
     _cache: dict[int, TrialData] = field(default_factory=dict, repr=False)
     _decoded: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
@@ -281,7 +324,8 @@ class ImageDataset:
         plan = plan_splits(train.labels, groups, train.class_names, test_fraction=spec.test_fraction,
                            validation_fraction=spec.validation_fraction, cv=spec.cv, repeats=spec.repeats,
                            seed=spec.split_seed, separate_validation=val is not None)
-        return cls(spec, train, val, fingerprint_files(parts, roots, digests), plan, test)
+        return cls(spec, train, val, fingerprint_files(parts, roots, digests), plan, test,
+                   file_listing(parts, roots, digests))
 
     @property
     def class_names(self) -> tuple[str, ...]:

@@ -17,14 +17,36 @@ _METRICS = ("auc", "accuracy", "balanced_accuracy", "loss")
 _PRUNERS = ("median", "hyperband", "none")
 
 
+# The storage URL this command opened, so a database that fails later is named (password masked).
+_opened_url: str | None = None
+
+
+def _storage_failure(error: Exception) -> Exception | None:
+    """A database lost in the middle of a command as one StorageError line, else None (a bug
+    keeps its traceback)."""
+    if _opened_url is None:
+        return None
+    from storage import explain_storage_error, is_unreachable
+
+    if not is_unreachable(_opened_url, error):
+        return None
+    return explain_storage_error(_opened_url, error, failed="lost storage")
+
+
 class _Group(click.Group):
-    """Prints user mistakes as one line (password masked by the raiser) and exits 1."""
+    """Prints user mistakes and database failures as one line (password masked) and exits 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except USER_ERRORS as error:
             click.echo(f"error: {error}", err=True)
+            sys.exit(1)
+        except Exception as error:
+            explained = _storage_failure(error)
+            if explained is None:
+                raise
+            click.echo(f"error: {explained}", err=True)
             sys.exit(1)
 
 
@@ -61,9 +83,12 @@ def training_options(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _open(storage_url: str) -> Any:
+    global _opened_url
     from storage import open_storage
 
-    return open_storage(storage_url)
+    opened = open_storage(storage_url)
+    _opened_url = opened.url
+    return opened
 
 
 def _quiet_optuna() -> None:
@@ -108,9 +133,10 @@ def create(study: str, data_dir: str | None, manifest: str | None, val_dir: str 
 
     from .study._space import SearchSpace
     from .study._intensity import apply_intensity
-    from .study._study import create_study
+    from .study._study import check_study_name, create_study
     from .results._trust import describe_dataset, make_data_spec
 
+    check_study_name(study)
     space = SearchSpace.from_yaml(space_file) if space_file else SearchSpace.default()
     spec = make_data_spec(data_dir, manifest=manifest, val_dir=val_dir, validation_fraction=validation_fraction,
                           split_seed=split_seed, group_pattern=group_pattern, cv=cv, repeats=repeats,
@@ -177,9 +203,10 @@ def status(study: str, storage: str) -> None:
 @storage_option
 def export(study: str, output: str, storage: str) -> None:
     """Write the best trial's config, metrics, data fingerprint and versions as YAML."""
-    from .results._export import export_best, write_export
+    from .results._export import check_output_path, export_best, write_export
     from .study._study import load_study
 
+    check_output_path(output, "-o")
     _quiet_optuna()
     loaded, settings = load_study(_open(storage), study)
     document = export_best(loaded, settings)
@@ -199,6 +226,9 @@ def export(study: str, output: str, storage: str) -> None:
 def train(config_file: str, data_dir: str | None, val_dir: str | None, final: bool, remeasure: bool, bootstrap: int,
           output: str, verbose: bool) -> None:
     """Retrain an exported config (from `medsweep export`) and save the model; no study needed."""
+    from .results._export import check_output_path
+
+    check_output_path(output, "-o", suffix=".keras")  # before training, not after it
     if final:
         from .results._trust import format_metrics, train_final
 

@@ -16,7 +16,7 @@ from optuna.storages import RDBStorage
 
 from ._errors import StorageError
 from ._lock import storage_lock
-from ._url import describe_storage, mask_secrets
+from ._url import describe_storage, first_line
 
 _logger = logging.getLogger("medsweep.storage")
 
@@ -75,17 +75,18 @@ class _Outage:
         storage = self.storage
         elapsed = time.monotonic() - self.started
         limit = storage.down_limit
-        detail = mask_secrets(str(getattr(error, "orig", None) or error), storage.url).strip().splitlines()
+        # The driver's own words ("Connection refused"), not Optuna's commit wrapper.
+        detail = first_line(error, storage.url)
         if limit is not None and elapsed >= limit:
             storage.gave_up = StorageError(
                 f"database {describe_storage(storage.url)} unreachable for {elapsed:.0f} s, longer than the "
-                f"--db-down-limit of {limit:g} s ({detail[0] if detail else type(error).__name__}); trials stored "
+                f"--db-down-limit of {limit:g} s ({detail}); trials stored "
                 "before are intact: start the workers again once the database is back"
             )
             raise storage.gave_up from None
         if self.attempts == 0:
             _logger.warning("database %s unreachable (%s); retrying for up to %s", describe_storage(storage.url),
-                            detail[0] if detail else type(error).__name__,
+                            detail,
                             "ever" if limit is None else f"{limit:g} s")
         self.attempts += 1
         pause = self.delay if limit is None else min(self.delay, max(0.05, limit - elapsed))

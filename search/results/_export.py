@@ -3,6 +3,7 @@ versions), and retraining a final model from such a file."""
 
 from __future__ import annotations
 
+import os
 import platform
 from dataclasses import dataclass
 from importlib import metadata
@@ -60,9 +61,31 @@ def export_best(study: optuna.Study, settings: StudySettings) -> dict[str, Any]:
     return document
 
 
+def check_output_path(path: str | Path, option: str, *, suffix: str | None = None) -> Path:
+    """Refuse an output path that cannot be written (a file where a folder must be, a folder
+    where the file goes, a wrong suffix) before any work; missing folders are created on write."""
+    path = Path(path).expanduser()
+    if suffix and path.suffix != suffix:
+        raise MedsweepError(f"{option} {path} must end in {suffix}; pass e.g. {option} model{suffix}")
+    if path.is_dir():
+        raise MedsweepError(f"{option} {path} is a folder; pass a file name inside it, e.g. {path / ('model' + (suffix or '.yaml'))}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise MedsweepError(f"{option} {path}: {parent} is a file, not a folder; choose another path")
+            if not os.access(parent, os.W_OK):
+                raise MedsweepError(f"{option} {path}: folder {parent} is not writable; choose another path")
+            break
+    return path
+
+
 def write_export(document: dict[str, Any], path: str | Path) -> Path:
-    path = Path(path)
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    path = check_output_path(path, "-o")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(document, sort_keys=False))
+    except OSError as error:
+        raise MedsweepError(f"cannot write {path} ({error.strerror}); choose another -o") from None
     return path
 
 

@@ -18,6 +18,9 @@ from ._space import SearchSpace
 PRUNERS = ("median", "hyperband", "none")
 METRICS = tuple(METRIC_DIRECTIONS)
 SETTINGS_KEY = "medsweep"
+# Each file's short content hash, so a changed data folder can be reported file by file.
+FILES_KEY = "medsweep_files"
+MAX_LISTED_FILES = 50_000  # about 4 MB of JSON; above, a change is reported by count only
 
 
 HYPERBAND_SETTINGS = {"min_resource": 1, "reduction_factor": 3}
@@ -77,10 +80,26 @@ def study_exists(storage: Any, name: str) -> bool:
     return True
 
 
+# Optuna stores study names in a VARCHAR(512) column; PostgreSQL refuses longer ones.
+MAX_STUDY_NAME_LENGTH = 512
+
+
+def check_study_name(name: str) -> None:
+    """Refuse names the storage cannot hold or a person cannot type back: empty, too long, control characters."""
+    if not name.strip():
+        raise StudyError("study name is empty; pass a name such as brain-mri-1")
+    if len(name) > MAX_STUDY_NAME_LENGTH:
+        raise StudyError(f"study name {name[:40]!r}... is {len(name)} characters long; use at most "
+                         f"{MAX_STUDY_NAME_LENGTH}")
+    if name != name.strip() or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise StudyError(f"study name {name!r} has leading/trailing spaces or control characters; remove them")
+
+
 def create_study(storage: Any, name: str, dataset: ImageDataset, space: SearchSpace, *,
                  metric: str = "auc", pruner: str = "median", resume: bool = False) -> optuna.Study:
     """Create a study with its settings, or reopen it with `resume`; nothing is written when the
     study exists and `resume` is off."""
+    check_study_name(name)
     try:
         metric, direction, target_specificity = parse_objective(metric)
     except ObjectiveError as error:
@@ -91,19 +110,34 @@ def create_study(storage: Any, name: str, dataset: ImageDataset, space: SearchSp
             "choose auc or balanced_accuracy"
         )
     make_pruner(pruner)
+    exists = StudyError(
+        f"study {name!r} already exists in {describe_storage(storage.url)}; pass --resume to keep "
+        "using it, or choose another name"
+    )
     if study_exists(storage, name):
         if not resume:
-            raise StudyError(
-                f"study {name!r} already exists in {describe_storage(storage.url)}; pass --resume to keep "
-                "using it, or choose another name"
-            )
+            raise exists
         return load_study(storage, name)[0]
     settings = StudySettings(dataset.spec, dataset.fingerprint, space.to_dict(), metric,
                              direction, pruner)
-    study = optuna.create_study(storage=storage, study_name=name, direction=settings.direction,
-                                sampler=make_sampler(), pruner=make_pruner(pruner))
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, direction=settings.direction,
+                                    sampler=make_sampler(), pruner=make_pruner(pruner))
+    except optuna.exceptions.DuplicatedStudyError:
+        # Another `create` of this name won the race between our check and our insert.
+        if resume:
+            return load_study(storage, name)[0]
+        raise exists from None
     study.set_user_attr(SETTINGS_KEY, settings.to_dict())
+    if len(dataset.file_hashes) <= MAX_LISTED_FILES:
+        # A system attribute: optuna-dashboard lists user attributes, and this one is long.
+        storage.set_study_system_attr(storage.get_study_id_from_name(name), FILES_KEY, dataset.file_hashes)
     return study
+
+
+def stored_file_hashes(storage: Any, name: str) -> dict[str, str]:
+    """The per-file hashes `create_study` stored (empty for studies created before they were kept)."""
+    return storage.get_study_system_attrs(storage.get_study_id_from_name(name)).get(FILES_KEY) or {}
 
 
 def load_study(storage: Any, name: str, *, sampler_seed: int | None = None) -> tuple[optuna.Study, StudySettings]:

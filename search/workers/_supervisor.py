@@ -153,7 +153,7 @@ def run_in_process(storage_url: str, study: str, options: WorkerOptions, label: 
     from ._progress import Progress
     from ._loop import StopRequest, run_trials, worker_keras_callback
     from ._objective import TrialObjective
-    from ..study._study import load_study
+    from ..study._study import load_study, stored_file_hashes
     from ._worker import open_dataset
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -163,7 +163,7 @@ def run_in_process(storage_url: str, study: str, options: WorkerOptions, label: 
     try:
         storage = open_worker_storage(storage_url, options)
         loaded, settings = load_study(storage, study)
-        dataset = open_dataset(settings, options.data_dir)
+        dataset = open_dataset(settings, options.data_dir, stored_files=stored_file_hashes(storage, study))
         objective = TrialObjective(settings, dataset, callbacks=[worker_keras_callback(stop, progress)])
         summary = run_trials(storage, loaded, objective, n_trials=options.n_trials, timeout=options.timeout,
                              max_consecutive_failures=options.max_failures, max_retries=options.max_retries,

@@ -15,7 +15,7 @@ from objectives import ImageDataset
 from ._budget import budget_used  # noqa: F401  (re-exported by search)
 from .._errors import StudyError
 from ._objective import TrialObjective
-from ..study._study import load_study
+from ..study._study import load_study, stored_file_hashes
 
 _logger = logging.getLogger("medsweep.worker")
 
@@ -29,8 +29,10 @@ class WorkerSummary:
         return sum(1 for t in self.trials if t.state == state)
 
 
-def open_dataset(settings: Any, data_dir: str | None = None, val_dir: str | None = None) -> ImageDataset:
-    """Open the study's data (or the same data under another path) and check its fingerprint."""
+def open_dataset(settings: Any, data_dir: str | None = None, val_dir: str | None = None,
+                 stored_files: dict[str, str] | None = None) -> ImageDataset:
+    """Open the study's data (or the same data under another path) and check its fingerprint;
+    `stored_files` (the study's per-file hashes) lets a mismatch name the files."""
     spec = settings.data
     if data_dir:
         from dataclasses import replace
@@ -45,11 +47,27 @@ def open_dataset(settings: Any, data_dir: str | None = None, val_dir: str | None
     dataset = ImageDataset.open(spec)
     if dataset.fingerprint["content_hash"] != settings.fingerprint["content_hash"]:
         raise StudyError(
-            f"the images in {spec.data_dir} differ from the ones the study was created with "
-            f"({dataset.fingerprint['file_count']} files vs {settings.fingerprint['file_count']}); "
+            f"the images in {spec.manifest or spec.data_dir} differ from the ones the study was created with "
+            f"({describe_changes(stored_files or {}, dataset.file_hashes, dataset.fingerprint['file_count'], settings.fingerprint['file_count'])}); "
             "point --data at the study's data or create a new study"
         )
     return dataset
+
+
+def describe_changes(before: dict[str, str], after: dict[str, str], count_now: int, count_before: int,
+                     shown: int = 3) -> str:
+    """'changed: a.png, b.png; added: c.png' (first few of each), or the counts when the study
+    stored no per-file list (created before medsweep kept one)."""
+    if not before:
+        return f"{count_now} files now, {count_before} when the study was created; the study keeps no file list"
+    changed = sorted(k for k in before.keys() & after.keys() if before[k] != after[k])
+    parts = []
+    for label, names in (("changed", changed), ("added", sorted(after.keys() - before.keys())),
+                         ("removed", sorted(before.keys() - after.keys()))):
+        if names:
+            more = f" and {len(names) - shown} more" if len(names) > shown else ""
+            parts.append(f"{label}: {', '.join(names[:shown])}{more}")
+    return "; ".join(parts) or "same files, other labels or split"
 
 
 def run_worker(storage: Any, study_name: str, *, n_trials: int | None = None, timeout: float | None = None,
@@ -62,7 +80,7 @@ def run_worker(storage: Any, study_name: str, *, n_trials: int | None = None, ti
     from ._loop import run_trials
 
     study, settings = load_study(storage, study_name)
-    dataset = open_dataset(settings, data_dir, val_dir)
+    dataset = open_dataset(settings, data_dir, val_dir, stored_file_hashes(storage, study_name))
     objective = TrialObjective(settings, dataset)
     loop = run_trials(storage, study, objective, n_trials=n_trials, timeout=timeout,
                       max_consecutive_failures=max_consecutive_failures, max_retries=max_retries,

@@ -61,3 +61,56 @@ def test_wrong_password_and_missing_database(postgres_url: str) -> None:
     with pytest.raises(StorageError, match="database 'no_such_db' does not exist") as info:
         check_storage(missing)
     assert str(url.password) not in str(info.value)
+
+
+@pytest.mark.parametrize(("url", "secret"), [
+    ("postgresql+psycopg2://ann@db:5432/studies?password=q%40ery&sslmode=require", "q%40ery"),
+    ("postgresql+psycopg2://ann:hun@ter2@db:5432/studies", "ter2"),
+    ("postgresql+psycopg2://ann:pw/with/slash@db:5432/studies", "slash"),
+])
+def test_mask_url_hides_query_passwords_and_unencoded_at_signs(url: str, secret: str) -> None:
+    from storage import mask_secrets
+
+    masked = mask_url(url)
+    assert secret not in masked and "db:5432/studies" in masked, masked
+    assert secret not in mask_secrets(f"failed for {url} with q@ery", url)
+
+
+def test_unencoded_at_sign_is_refused_before_connecting() -> None:
+    with pytest.raises(StorageError, match="unencoded '@'") as info:
+        resolve_storage_url("postgresql://ann:hun@ter2@127.0.0.1:9/db")
+    assert "ter2" not in str(info.value)
+
+
+def test_outage_reports_the_connection_error_not_optunas_commit_guess(tmp_path: Path) -> None:
+    """A database that goes away mid-run: the message says what the driver said."""
+    from optuna.exceptions import StorageInternalError
+
+    from storage import explain_storage_error, is_unreachable
+    from storage._resilient import ResilientRDBStorage
+
+    from ..workers.conftest import start_private_server
+
+    server = start_private_server()
+    try:
+        url = server.new_database()
+        resilient = open_storage(url, db_down_limit=1)
+        plain = open_storage(url)
+        assert isinstance(resilient, ResilientRDBStorage)
+        study_id = plain.create_new_study([optuna.study.StudyDirection.MAXIMIZE], "s")
+        server.pg_ctl("stop", "-m", "fast")
+        with pytest.raises(StorageError) as gave_up:
+            resilient.set_study_user_attr(study_id, "k", "v")
+        with pytest.raises(StorageInternalError) as wrapped:  # what Optuna raises without medsweep
+            plain.set_study_user_attr(study_id, "k", "v")
+        assert is_unreachable(url, wrapped.value)  # so the CLI prints one line, not a traceback
+        explained = str(explain_storage_error(url, wrapped.value, failed="lost storage"))
+        for message in (str(gave_up.value), explained):
+            assert "invalid data in the commit" not in message and "\n" not in message, message
+            assert any(s in message.lower() for s in ("connection", "server closed", "terminating")), message
+            assert server.password not in message
+    finally:
+        try:
+            server.pg_ctl("stop", "-m", "immediate")
+        except Exception:
+            pass
