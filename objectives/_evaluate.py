@@ -59,9 +59,9 @@ def _partial_folder(path: Path, class_names: list[str]) -> LabeledFiles:
 
 
 def _scan_one(folder: Path) -> list[Path]:
-    from ._data import _looks_like_image
+    from ._formats import list_images
 
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".") and _looks_like_image(p))
+    return list_images(folder)[0]
 
 
 def evaluate_model(model_path: str | Path, data: str | Path, *, resamples: int = 1000, seed: int = 0) -> Evaluation:
@@ -74,7 +74,9 @@ def evaluate_model(model_path: str | Path, data: str | Path, *, resamples: int =
     if not len(files):
         raise DataError(f"evaluation data {data} holds no images")
     size = int(model.input_shape[1])
-    probabilities = predict_probabilities(model, decode_images(files.paths, size))
+    from ._formats import model_decoding
+
+    probabilities = predict_probabilities(model, decode_images(files.paths, size, model_decoding(metadata)))
     labels = np.asarray(files.labels, dtype=np.int64)
     threshold = (metadata.get("threshold") or {}).get("value")
     metrics = classification_metrics(labels, probabilities, class_names, threshold=threshold)

@@ -42,7 +42,7 @@ def test_bad_folders_give_clear_errors(tmp_path: Path, make, message: str) -> No
 
 def test_empty_class_folder_is_named(image_folder: Path) -> None:
     (image_folder / "empty class").mkdir()
-    with pytest.raises(DataError, match="empty class.*holds no PNG or JPEG"):
+    with pytest.raises(DataError, match="empty class.*holds no readable image"):
         scan_image_folder(image_folder)
 
 
@@ -54,10 +54,15 @@ def test_corrupt_image_is_named(image_folder: Path) -> None:
         dataset.check_decodable()
 
 
-def test_file_named_like_image_but_not_one(image_folder: Path) -> None:
+def test_file_named_like_image_but_not_one_is_reported(image_folder: Path) -> None:
     (image_folder / "abdomen" / "notes.jpg").write_text("not an image")
-    with pytest.raises(DataError, match="notes.jpg is named like an image"):
-        scan_image_folder(image_folder)
+    files = scan_image_folder(image_folder)
+    assert len(files) == 24
+    [unread] = files.unread
+    assert unread.path.name == "notes.jpg" and "named like a JPEG file" in unread.detail
+    report = ImageDataset.open(DataSpec(str(image_folder))).unread_report()
+    assert report == ("not read: 1 file(s): 1 not an image medsweep reads (PNG, JPEG, DICOM, TIFF, BMP, WebP) "
+                      "(e.g. abdomen/notes.jpg)")
 
 
 def test_fingerprint_is_stable_and_sees_content_changes(image_folder: Path) -> None:
@@ -100,9 +105,9 @@ def test_both_survey_datasets_load() -> None:
     from ..conftest import SHARED_DATA
 
     brain = ImageDataset.open(DataSpec(str(SHARED_DATA / "brain_mri")))
-    assert brain.class_names == ("no", "yes") and brain.fingerprint["file_count"] == 254
+    assert brain.class_names == ("no", "yes") and brain.fingerprint["file_count"] == 253
     data = brain.arrays(32)
-    assert len(data.x_train) + len(data.x_val) == 254 and data.x_train.shape[1:] == (32, 32, 3)
+    assert len(data.x_train) + len(data.x_val) == 253 and data.x_train.shape[1:] == (32, 32, 3)
     open_i = SHARED_DATA / "open_i_abd_vs_cxr"
     template = ImageDataset.open(DataSpec(str(open_i / "TRAIN"), str(open_i / "VAL")))
     assert template.fingerprint["file_count"] == 75
