@@ -443,7 +443,9 @@ def read_image(path: Path, size: int, decoding: Decoding | None = None) -> np.nd
     decoding = decoding or Decoding()
     kind = sniff(path)
     if kind is None:
-        raise DataError(f"image {path} is {check_file(path).detail}; remove or replace it")  # type: ignore[union-attr]
+        problem = check_file(path)
+        raise DataError(f"image {path} cannot be read: {problem.detail if problem else 'unknown content'}; "
+                        "remove or replace it")
     reader = _READERS.get(kind)
     if reader is None:
         return _pillow_image(path, size, decoding)
