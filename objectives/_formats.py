@@ -328,11 +328,14 @@ def _dicom_pixels(path: Path, decoding: Decoding) -> tuple[np.ndarray, bool]:
         bits = int(dataset.get("BitsStored") or 8)
         top = 255.0 if pixels.dtype == np.uint8 else float(2 ** bits - 1)
         return np.clip(pixels[..., :3].astype(np.float64) / top, 0.0, 1.0), False
-    values = apply_modality_lut(pixels, dataset).astype(np.float64)
+    modality = apply_modality_lut(pixels, dataset)
+    values = modality.astype(np.float64)
     if decoding.window is not None:
         scaled = _window(values, *decoding.window)
     elif dataset.get("VOILUTSequence"):
-        looked_up = apply_voi(values, dataset, 0).astype(np.float64)
+        # A LUT is indexed by integer values (a rescale may have made them float).
+        indices = modality if modality.dtype.kind in "iu" else np.rint(modality).astype(np.int64)
+        looked_up = apply_voi(indices, dataset, 0).astype(np.float64)
         table = np.asarray(dataset.VOILUTSequence[0].LUTData, dtype=np.float64)
         scaled = np.clip((looked_up - table.min()) / max(table.max() - table.min(), 1.0), 0.0, 1.0)
     elif "WindowCenter" in dataset and "WindowWidth" in dataset and dataset.WindowWidth:

@@ -154,7 +154,8 @@ def _grouped_holdout(labels: np.ndarray, groups: np.ndarray, fraction: float, se
             raise DataError(f"a hold-out fraction of {fraction} leaves too few images to train on; lower it")
         keep, held = train_test_split(indices, test_size=n_held, stratify=labels, random_state=seed)
         return np.sort(keep), np.sort(held)
-    n_splits = max(2, int(round(1.0 / fraction)))
+    # scikit-learn refuses more folds than the smallest class has images (tiny data sets).
+    n_splits = max(2, min(int(round(1.0 / fraction)), int(np.unique(labels, return_counts=True)[1].min())))
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     keep, held = next(splitter.split(indices, labels, groups))
     return np.sort(keep), np.sort(held)

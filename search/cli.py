@@ -233,6 +233,8 @@ def evaluate(model_file: str, data: str, bootstrap: int, seed: int) -> None:
     evaluation = evaluate_model(model_file, data, resamples=bootstrap, seed=seed)
     note = f", threshold {evaluation.threshold:.4f} from the model" if evaluation.threshold is not None else ""
     click.echo(f"{model_file} on {data}: {evaluation.metrics['n']} images{note}")
+    if evaluation.unread:
+        click.echo(f"note: {evaluation.unread}")
     click.echo(format_metrics(evaluation.metrics, evaluation.intervals))
 
 

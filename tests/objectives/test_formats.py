@@ -252,3 +252,17 @@ def test_no_identifying_tag_reaches_the_dataset_description(tmp_path: Path) -> N
     for secret in (PATIENT_NAME, PATIENT_NAME.split("^")[0], BIRTH_DATE, "PID-0"):
         assert secret not in stored
     assert dataset.plan.groups.tagged_groups == 8
+
+
+def test_voi_lut_sequence_is_applied(tmp_path: Path) -> None:
+    from pydicom.dataset import Dataset
+
+    pixels = np.tile(np.array([0, 64, 128, 255], dtype=np.float64), (4, 1))
+    path = write_dicom(tmp_path / "lut.dcm", pixels, bits_stored=8)
+    dataset = pydicom.dcmread(path)
+    item = Dataset()
+    item.LUTDescriptor = [256, 0, 8]
+    item.add_new("LUTData", "US", [255 - value for value in range(256)])  # a LUT that inverts
+    dataset.VOILUTSequence = [item]
+    dataset.save_as(path, enforce_file_format=True)
+    assert list(decode_image(path, 4)[0, :, 0]) == [255, 191, 127, 0]

@@ -8,6 +8,7 @@ import json
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -76,6 +77,7 @@ def test_dicom_study_end_to_end_without_identifying_tags(tmp_path: Path) -> None
     assert evaluated.returncode == 0, evaluated.stderr
     outputs += [evaluated.stdout, evaluated.stderr]
     assert "30 images" in evaluated.stdout and "auc" in evaluated.stdout
+    assert "note: not read: 2 file(s)" in evaluated.stdout
 
     reported = medsweep("report", "ct", "-o", str(tmp_path / "report.html"), storage=storage)
     assert reported.returncode == 0, reported.stderr
@@ -86,3 +88,30 @@ def test_dicom_study_end_to_end_without_identifying_tags(tmp_path: Path) -> None
     _assert_no_identifiers(model_bytes, "the model file")
     _assert_no_identifiers((tmp_path / "study.db").read_bytes(), "the study database")
     _assert_no_identifiers((tmp_path / "report.html").read_bytes(), "the report")
+
+
+def test_create_refuses_a_mostly_unreadable_folder_and_stores_nothing(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from search.cli import main
+
+    from ..dicom_files import write_dicom
+
+    data = write_dicom_folder(tmp_path / "CT", patients_per_class=2, images_per_patient=2)
+    for index in range(2):
+        write_dicom(data / "benign" / f"cine{index}.dcm", np.zeros((8, 8)), frames=4)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    args = ["create", "ct", "--data", str(data), "--storage", storage]
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code == 1
+    [line] = refused.output.strip().splitlines()
+    assert line.startswith("error: 2 of 10 files") and "2 multi-frame DICOM (e.g. benign/cine0.dcm, benign/cine1.dcm)" in line
+    assert "--skip-unreadable" in line
+    bad_window = CliRunner().invoke(main, [*args, "--window", "40"])
+    assert bad_window.exit_code == 1 and "error: window '40' is not CENTER,WIDTH" in bad_window.output
+    import optuna
+
+    assert optuna.get_all_study_summaries(storage) == []  # nothing stored
+    accepted = CliRunner().invoke(main, [*args, "--skip-unreadable", "--group-by", "PatientID"])
+    assert accepted.exit_code == 0, accepted.output
+    assert "8 images" in accepted.output and "not read: 2 file(s): 2 multi-frame DICOM" in accepted.output
