@@ -266,3 +266,20 @@ def test_voi_lut_sequence_is_applied(tmp_path: Path) -> None:
     dataset.VOILUTSequence = [item]
     dataset.save_as(path, enforce_file_format=True)
     assert list(decode_image(path, 4)[0, :, 0]) == [255, 191, 127, 0]
+
+
+def test_manifest_rows_naming_unreadable_files_are_reported_like_folders(tmp_path: Path) -> None:
+    from objectives import read_manifest
+
+    root = write_dicom_folder(tmp_path / "dicom", patients_per_class=2, images_per_patient=5)
+    write_dicom(root / "cine.dcm", np.zeros((8, 8)), frames=2)
+    (root / "notes.txt").write_text("not an image")
+    rows = ["path,label,group"] + [f"{p.relative_to(root)},{p.parent.name},{p.name[:6]}"
+                                   for p in sorted(root.glob("*/img*"))]
+    rows += ["cine.dcm,benign,x", "notes.txt,malignant,y"]
+    (root / "list.csv").write_text("\n".join(rows) + "\n")
+    files, groups = read_manifest(root / "list.csv")
+    assert len(files) == 20 and groups is not None and len(groups) == 20
+    assert sorted(u.reason for u in files.unread) == [MULTI_FRAME, NOT_AN_IMAGE]
+    dataset = ImageDataset.open(DataSpec(str(root), manifest=str(root / "list.csv")))
+    assert dataset.unread_report().startswith("not read: 2 file(s)")
