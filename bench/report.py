@@ -21,7 +21,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from search._space import SURVEY_BACKBONES
+from search.study._space import SURVEY_BACKBONES
 
 DISTRIBUTIONS = {
     "backbone": CategoricalDistribution(list(SURVEY_BACKBONES)),
@@ -49,7 +49,7 @@ def synthetic_trials(n_trials: int, seed: int = 0, *, baselines: bool = True,
     """Trials shaped like a worker's: params, config, per-epoch history and intermediate values,
     metrics with a confusion matrix, a ROC curve; about 60% complete, 35% pruned, 5% failed.
     The first ten are the survey baselines when `baselines` is on."""
-    from search._paper import survey_baselines
+    from search.study._paper import survey_baselines
 
     rng = np.random.default_rng(seed)
     start = datetime.datetime(2026, 1, 1)
@@ -106,7 +106,7 @@ def build_synthetic_study(storage: Any, name: str, n_trials: int, seed: int = 0,
                           baselines: bool = True, cross_validated: bool = False) -> optuna.Study:
     """A medsweep study (settings included) holding `n_trials` synthetic finished trials."""
     from objectives import DataSpec
-    from search._study import SETTINGS_KEY, StudySettings
+    from search.study._study import SETTINGS_KEY, StudySettings
 
     fingerprint = {"class_names": SYNTHETIC_CLASSES, "file_count": 200, "content_hash": "synthetic"}
     space = {"backbone": list(SURVEY_BACKBONES), "learning_rate": {"low": 1e-6, "high": 1e-2, "log": True},
@@ -124,8 +124,8 @@ def main() -> None:
     parser.add_argument("--storage", help="storage URL (default: a temporary SQLite file)")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from search._report import build_report, write_report
-    from search._study import load_study, study_exists
+    from search.report._report import build_report, write_report
+    from search.study._study import load_study, study_exists
     from storage import open_storage
 
     with tempfile.TemporaryDirectory() as folder:

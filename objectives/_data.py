@@ -11,7 +11,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
@@ -30,6 +30,11 @@ from ._formats import (
     summarize_unread,
     unread_counts,
 )
+
+if TYPE_CHECKING:
+    from ._intensity import IntensityReport
+
+_CHECK_SIZE = 64  # decoding size of `create`'s check: enough pixels to count grey levels
 
 
 @dataclass(frozen=True)
@@ -323,24 +328,37 @@ class ImageDataset:
         root = self.roots[0] if self.roots else None
         return f"not read: {len(self.unread)} file(s): {summarize_unread(self.unread, root)}"
 
-    def check_decodable(self) -> None:
-        """Decode every image once at a tiny size so damaged files are reported up front, all at once."""
+    def check_decodable(self) -> "IntensityReport":
+        """Decode every image once (with the study's decoding), so damaged files are reported up
+        front, all at once, and measure each one's grey-level range on the way (at 64 px, a few
+        hundred images at a time)."""
+        from ._intensity import IntensityReport
+
         failures: list[str] = []
 
-        def attempt(path: Path) -> None:
+        def attempt(path: Path) -> np.ndarray | None:
             try:
-                decode_image(path, 8, self.spec.decoding)
+                return decode_image(path, _CHECK_SIZE, self.spec.decoding)
             except DataError as error:
                 failures.append(str(error))
+                return None
 
-        paths = [p for files in (self.train_files, self.val_files, self.test_files) if files is not None
-                 for p in files.paths]
+        report = IntensityReport(0)
         with ThreadPoolExecutor(max_workers=decode_workers()) as pool:
-            list(pool.map(attempt, paths))
+            for files in (self.train_files, self.val_files, self.test_files):
+                if files is None:
+                    continue
+                for start in range(0, len(files.paths), 256):
+                    chunk = files.paths[start:start + 256]
+                    decoded = [(p, image) for p, image in zip(chunk, pool.map(attempt, chunk)) if image is not None]
+                    if decoded:
+                        report += IntensityReport.measure([p for p, _ in decoded],
+                                                          np.stack([image for _, image in decoded]))
         if failures:
             failures.sort()
             more = f" (and {len(failures) - 1} more file(s) that cannot be decoded)" if len(failures) > 1 else ""
             raise DataError(failures[0] + more)
+        return report
 
     def _decode(self, paths: Sequence[Path], image_size: int, part: str) -> np.ndarray:
         """Decoded images in memory, or memory-mapped from disk above the memory budget."""

@@ -1,11 +1,11 @@
 """Orchestration: studies, search spaces, samplers, pruners, workers, export and the CLI."""
 
 from ._errors import USER_ERRORS, MedsweepError, SpaceError, StudyError, WorkerError
-from ._export import export_best, package_versions, read_export, train_from_export, write_export
-from ._space import DEFAULT_SPACE, SURVEY_BACKBONES, SearchSpace
-from ._status import status_report
-from ._study import PRUNERS, StudySettings, create_study, load_study, make_pruner, make_sampler
-from ._worker import WorkerSummary, budget_used, run_worker
+from .results._export import export_best, package_versions, read_export, train_from_export, write_export
+from .study._space import DEFAULT_SPACE, SURVEY_BACKBONES, SearchSpace
+from .results._status import status_report
+from .study._study import PRUNERS, StudySettings, create_study, load_study, make_pruner, make_sampler
+from .workers._worker import WorkerSummary, budget_used, run_worker
 
 __all__ = [
     "DEFAULT_SPACE",

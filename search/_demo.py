@@ -61,11 +61,11 @@ def run_demo(workdir: Path, storage_url: str | None, n_trials: int, echo: Callab
     from objectives import DataSpec, ImageDataset, predict_files
     from storage import describe_storage, open_storage
 
-    from ._export import export_best, train_from_export, write_export
-    from ._space import SearchSpace
-    from ._status import status_report
-    from ._study import create_study, load_study
-    from ._worker import run_worker
+    from .results._export import export_best, train_from_export, write_export
+    from .study._space import SearchSpace
+    from .results._status import status_report
+    from .study._study import create_study, load_study
+    from .workers._worker import run_worker
 
     workdir.mkdir(parents=True, exist_ok=True)
     train_dir, test_files = build_demo_images(workdir / "data")

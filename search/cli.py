@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 import click
 
+from objectives import INTENSITY_CHOICES
 from storage import DEFAULT_STORAGE_URL, STORAGE_ENV
 
 from ._errors import USER_ERRORS
@@ -98,18 +99,23 @@ def main() -> None:
 @click.option("--metric", default="auc", show_default=True,
               help=f"Objective: {', '.join(_METRICS)}, or sens@spec=0.9 (sensitivity at a target specificity).")
 @click.option("--pruner", type=click.Choice(_PRUNERS), default="median", show_default=True)
+@click.option("--intensity", type=click.Choice(INTENSITY_CHOICES),
+              help="Per-image grey-level rescaling before the backbone: raw, minmax or percentile (0.5-99.5). "
+                   "Needed when most images use only a sliver of their range.")
 @click.option("--resume", is_flag=True, help="Reuse the study if it exists instead of failing.")
 @storage_option
 def create(study: str, data_dir: str | None, manifest: str | None, val_dir: str | None, validation_fraction: float,
            split_seed: int, cv: int, repeats: int, test_fraction: float, test_dir: str | None,
            group_pattern: str | None, group_by: str | None, window: str | None, skip_unreadable: bool,
-           space_file: str | None, metric: str, pruner: str, resume: bool, storage: str) -> None:
+           space_file: str | None, metric: str, pruner: str, intensity: str | None, resume: bool,
+           storage: str) -> None:
     """Create a study on a data folder or manifest (checks every image, reports duplicates and groups)."""
     from objectives import ImageDataset
 
-    from ._space import SearchSpace
-    from ._study import create_study
-    from ._trust import describe_dataset, make_data_spec
+    from .study._space import SearchSpace
+    from .study._intensity import apply_intensity
+    from .study._study import create_study
+    from .results._trust import describe_dataset, make_data_spec
 
     space = SearchSpace.from_yaml(space_file) if space_file else SearchSpace.default()
     spec = make_data_spec(data_dir, manifest=manifest, val_dir=val_dir, validation_fraction=validation_fraction,
@@ -117,7 +123,9 @@ def create(study: str, data_dir: str | None, manifest: str | None, val_dir: str 
                           test_fraction=test_fraction, test_dir=test_dir, group_by=group_by, window=window,
                           skip_unreadable=skip_unreadable)
     dataset = ImageDataset.open(spec)
-    dataset.check_decodable()
+    space, intensity_note = apply_intensity(dataset.check_decodable(), space, intensity)
+    if intensity_note:
+        click.echo(intensity_note, err=True)
     created = create_study(_open(storage), study, dataset, space, metric=metric, pruner=pruner, resume=resume)
     settings_metric = created.user_attrs.get("medsweep", {}).get("metric", metric)
     click.echo(f"study {created.study_name}: {describe_dataset(dataset)}; objective {settings_metric}, pruner {pruner}")
@@ -148,7 +156,7 @@ def worker(study: str, n_trials: int | None, timeout: float | None, max_failures
            db_down_limit: float, quiet: bool, in_process: bool, storage: str) -> None:
     """Run trials of a study: one process per GPU (or --workers N on CPU), all sharing the
     study's --n-trials budget; start more on other machines against the same database."""
-    from ._supervisor import WorkerOptions, worker_command
+    from .workers._supervisor import WorkerOptions, worker_command
 
     options = WorkerOptions(n_trials, timeout, max_failures, data_dir, max_retries, heartbeat_interval,
                             grace_period, db_down_limit, quiet)
@@ -162,8 +170,8 @@ def worker(study: str, n_trials: int | None, timeout: float | None, max_failures
 @storage_option
 def status(study: str, storage: str) -> None:
     """Show a study's trials (state, value, epochs, duration, params) and the best so far."""
-    from ._status import status_report
-    from ._study import load_study
+    from .results._status import status_report
+    from .study._study import load_study
 
     _quiet_optuna()
     loaded, settings = load_study(_open(storage), study)
@@ -176,8 +184,8 @@ def status(study: str, storage: str) -> None:
 @storage_option
 def export(study: str, output: str, storage: str) -> None:
     """Write the best trial's config, metrics, data fingerprint and versions as YAML."""
-    from ._export import export_best, write_export
-    from ._study import load_study
+    from .results._export import export_best, write_export
+    from .study._study import load_study
 
     _quiet_optuna()
     loaded, settings = load_study(_open(storage), study)
@@ -199,7 +207,7 @@ def train(config_file: str, data_dir: str | None, val_dir: str | None, final: bo
           output: str, verbose: bool) -> None:
     """Retrain an exported config (from `medsweep export`) and save the model; no study needed."""
     if final:
-        from ._trust import format_metrics, train_final
+        from .results._trust import format_metrics, train_final
 
         done = train_final(config_file, output, data_dir=data_dir, remeasure=remeasure, bootstrap=bootstrap,
                            verbose=2 if verbose else 0)
@@ -210,7 +218,7 @@ def train(config_file: str, data_dir: str | None, val_dir: str | None, final: bo
         return
     if not data_dir:
         raise click.UsageError("pass --data FOLDER, or --final to train on the study's own data")
-    from ._export import train_from_export
+    from .results._export import train_from_export
 
     trained = train_from_export(config_file, data_dir, output, val_dir=val_dir, verbose=2 if verbose else 0)
     for note in trained.notes:
@@ -228,7 +236,7 @@ def evaluate(model_file: str, data: str, bootstrap: int, seed: int) -> None:
     """Measure a saved model on labelled images: every metric with a bootstrap 95% interval."""
     from objectives import evaluate_model
 
-    from ._trust import format_metrics
+    from .results._trust import format_metrics
 
     evaluation = evaluate_model(model_file, data, resamples=bootstrap, seed=seed)
     note = f", threshold {evaluation.threshold:.4f} from the model" if evaluation.threshold is not None else ""
@@ -256,8 +264,8 @@ def predict(model_file: str, files: tuple[str, ...]) -> None:
 @storage_option
 def report(study: str, output: str, png_dir: str | None, storage: str) -> None:
     """Write one self-contained HTML report (opens offline): summary, baselines, figures."""
-    from ._report import write_study_report
-    from ._study import load_study
+    from .report._report import write_study_report
+    from .study._study import load_study
 
     _quiet_optuna()
     loaded, settings = load_study(_open(storage), study)
@@ -274,8 +282,8 @@ def report(study: str, output: str, png_dir: str | None, storage: str) -> None:
 @storage_option
 def paper(study: str, data_dir: str | None, space_file: str | None, metric: str, pruner: str, storage: str) -> None:
     """Enqueue the survey's ten configurations as a study's first trials (baselines)."""
-    from ._paper import run_paper
-    from ._space import SearchSpace
+    from .study._paper import run_paper
+    from .study._space import SearchSpace
 
     _quiet_optuna()
     space = SearchSpace.from_yaml(space_file) if space_file else None

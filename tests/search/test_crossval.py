@@ -200,7 +200,7 @@ def test_worker_finds_a_moved_manifest_study(tmp_path: Path, image_folder: Path)
     import shutil
 
     from search import load_study
-    from search._worker import open_dataset
+    from search.workers._worker import open_dataset
 
     storage = f"sqlite:///{tmp_path / 'm.db'}"
     rows = ["path,label"] + [f"{path.relative_to(image_folder).as_posix()},{path.parent.name}"

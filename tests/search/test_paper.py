@@ -9,9 +9,9 @@ from click.testing import CliRunner
 from optuna.trial import TrialState
 
 from objectives import TrialConfig
-from search._paper import BASELINE_ATTR, admit_baselines, survey_baselines
-from search._space import SearchSpace
-from search._study import load_study
+from search.study._paper import BASELINE_ATTR, admit_baselines, survey_baselines
+from search.study._space import SearchSpace
+from search.study._study import load_study
 from search.cli import main
 from storage import open_storage
 

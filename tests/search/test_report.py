@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from optuna.trial import TrialState
 
 from bench.report import build_synthetic_study
-from search._report import build_report, write_report
-from search._study import load_study
+from search.report._report import build_report, write_report
+from search.study._study import load_study
 from search.cli import main
 from storage import open_storage
 from tests.conftest import POSTGRES_URL
@@ -205,7 +205,7 @@ batch_size: [8]
 def test_report_of_a_trained_study(tmp_path: Path, image_folder: Path) -> None:
     """Real trials (VGG19, random weights, 32 px): the report draws the best trial's confusion
     matrix and ROC curve from what the worker recorded."""
-    from search._worker import run_worker
+    from search.workers._worker import run_worker
 
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     space = tmp_path / "space.yaml"

@@ -21,9 +21,9 @@ def main() -> int:
     import optuna
 
     from search import USER_ERRORS
-    from search._study import make_sampler
-    from search._supervisor import WorkerOptions, open_worker_storage
-    from search._trial_loop import run_trials
+    from search.study._study import make_sampler
+    from search.workers._supervisor import WorkerOptions, open_worker_storage
+    from search.workers._loop import run_trials
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -14,7 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from search import run_worker
-from search._supervisor import WorkerOptions, open_worker_storage
+from search.workers._supervisor import WorkerOptions, open_worker_storage
 
 from .conftest import (FAST, LONG_SPACE, create_study, start_light_worker, start_worker, training_trial, trials,
                        wait_for)

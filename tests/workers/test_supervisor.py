@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from search import WorkerError
-from search._progress import Progress, study_progress
-from search._supervisor import WorkerOptions, WorkerSlot, child_command, detect_gpus, plan_workers
+from search.workers._progress import Progress, study_progress
+from search.workers._supervisor import WorkerOptions, WorkerSlot, child_command, detect_gpus, plan_workers
 from search.cli import main
 
 from .conftest import REPO
@@ -86,7 +86,7 @@ def test_supervisor_runs_children_without_importing_tensorflow(tmp_path: Path) -
     study does not exist); the supervisor reports both and never loads TensorFlow itself."""
     script = f"""
 import sys
-from search._supervisor import WorkerOptions, worker_command
+from search.workers._supervisor import WorkerOptions, worker_command
 from search import WorkerError
 try:
     worker_command("sqlite:///{tmp_path}/s.db", "missing", WorkerOptions(), workers=2)
@@ -171,7 +171,7 @@ def test_stop_request_hears_a_signal_while_the_main_thread_is_busy_and_a_second_
     second SIGTERM ends the process with status 143."""
     script = """
 import hashlib, os, signal, threading, time
-from search._trial_loop import StopRequest
+from search.workers._loop import StopRequest
 stop = StopRequest(); stop.install()
 start = time.monotonic(); seen = []
 threading.Thread(target=lambda: (stop.event.wait(), seen.append(time.monotonic() - start))).start()

@@ -13,9 +13,9 @@ from optuna.trial import FrozenTrial, TrialState
 from objectives import ImageDataset
 
 from ._budget import budget_used  # noqa: F401  (re-exported by search)
-from ._errors import StudyError
+from .._errors import StudyError
 from ._objective import TrialObjective
-from ._study import load_study
+from ..study._study import load_study
 
 _logger = logging.getLogger("medsweep.worker")
 
@@ -58,8 +58,8 @@ def run_worker(storage: Any, study_name: str, *, n_trials: int | None = None, ti
                progress: Any = None) -> WorkerSummary:
     """Run trials until the study has `n_trials` (all workers together) or `timeout` passes.
 
-    The loop itself (budget lock, heartbeats, retries, SIGTERM) is `_trial_loop.run_trials`."""
-    from ._trial_loop import run_trials
+    The loop itself (budget lock, heartbeats, retries, SIGTERM) is `_loop.run_trials`."""
+    from ._loop import run_trials
 
     study, settings = load_study(storage, study_name)
     dataset = open_dataset(settings, data_dir, val_dir)

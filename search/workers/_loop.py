@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from storage import StorageError, storage_lock
 
 from ._budget import RetryTrial, counts_towards_budget, retried_numbers
-from ._errors import WorkerError
+from .._errors import WorkerError
 from ._progress import Progress, StudyProgress, study_progress
 
 _logger = logging.getLogger("medsweep.worker")

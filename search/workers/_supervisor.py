@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 from storage import STORAGE_ENV
 
-from ._errors import WorkerError
+from .._errors import WorkerError
 
 LABEL_ENV = "MEDSWEEP_WORKER_LABEL"
 HIDE_GPUS = "-1"
@@ -151,9 +151,9 @@ def run_in_process(storage_url: str, study: str, options: WorkerOptions, label: 
     import optuna
 
     from ._progress import Progress
-    from ._trial_loop import StopRequest, run_trials, worker_keras_callback
+    from ._loop import StopRequest, run_trials, worker_keras_callback
     from ._objective import TrialObjective
-    from ._study import load_study
+    from ..study._study import load_study
     from ._worker import open_dataset
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

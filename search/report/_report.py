@@ -19,9 +19,9 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ._errors import MedsweepError
-from ._paper import BASELINE_ATTR
-from ._study import StudySettings
+from .._errors import MedsweepError
+from ..study._paper import BASELINE_ATTR
+from ..study._study import StudySettings
 
 MAX_MODEL_TRIALS = 1500  # completed trials given to parallel coordinates and slices
 MAX_IMPORTANCE_TRIALS = 500  # fANOVA's cost grows fast with trials: 500 take ~3 s, 1500 ~10 s

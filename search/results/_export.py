@@ -15,8 +15,8 @@ from optuna.trial import TrialState
 
 from objectives import DataSpec, ImageDataset, ObjectiveError, TrialConfig, TrialData
 
-from ._errors import MedsweepError, StudyError
-from ._study import StudySettings
+from .._errors import MedsweepError, StudyError
+from ..study._study import StudySettings
 
 EXPORT_FORMAT = 1
 _VERSIONED = ("medsweep", "optuna", "optuna-integration", "keras", "tensorflow", "scikit-learn", "numpy")

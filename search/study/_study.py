@@ -12,7 +12,7 @@ import optuna
 from objectives import METRIC_DIRECTIONS, DataSpec, ImageDataset, ObjectiveError, parse_objective
 from storage import describe_storage
 
-from ._errors import StudyError
+from .._errors import StudyError
 from ._space import SearchSpace
 
 PRUNERS = ("median", "hyperband", "none")

@@ -12,7 +12,7 @@ import optuna
 
 from objectives import DEFAULT_CONFIG
 
-from ._errors import SpaceError, StudyError
+from .._errors import SpaceError, StudyError
 from ._space import SURVEY_BACKBONES, Categorical, Fixed, Range, SearchSpace
 
 BASELINE_ATTR = "baseline"

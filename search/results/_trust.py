@@ -13,8 +13,8 @@ import optuna
 
 from objectives import DataSpec, ImageDataset, ObjectiveError, parse_objective
 
-from ._errors import MedsweepError
-from ._study import StudySettings
+from .._errors import MedsweepError
+from ..study._study import StudySettings
 
 
 def _resolved(path: str | None) -> str | None:

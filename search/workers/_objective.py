@@ -11,7 +11,7 @@ import optuna
 
 from objectives import ImageDataset, classification_metrics, parse_objective, roc_curve_points
 
-from ._study import StudySettings
+from ..study._study import StudySettings
 
 # The Keras log each objective is pruned on (balanced accuracy has no per-epoch Keras metric).
 PRUNING_MONITOR = {"auc": "val_auc", "accuracy": "val_accuracy", "loss": "val_loss",

@@ -11,7 +11,7 @@ import yaml
 
 from objectives import CONFIG_FIELDS, ObjectiveError, TrialConfig, check_config_value, config_field_type
 
-from ._errors import SpaceError
+from .._errors import SpaceError
 
 SURVEY_BACKBONES = ["InceptionV3", "DenseNet201", "ResNet152V2", "Xception", "VGG19"]
 

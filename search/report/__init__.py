@@ -1,0 +1,1 @@
+"""`medsweep report`: the offline HTML report and its figures."""

@@ -1,0 +1,1 @@
+"""What a study produced: status tables, exported configs, retraining and evaluation."""

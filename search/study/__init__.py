@@ -1,0 +1,1 @@
+"""Studies: search spaces, creation and loading (sampler, pruner, metadata), the survey baselines."""

@@ -1,0 +1,1 @@
+"""Workers: the Optuna objective, the trial loop, budget and retries, progress, and the supervisor."""
