@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,13 +214,30 @@ def _shown(path: Path, root: Path | None) -> str:
 
 # DICOM -------------------------------------------------------------------------------------
 
+_silenced = False
+
+
+def _silence_pydicom() -> None:
+    """pydicom's warnings and log lines can quote header values (a birth date with a bad VR):
+    none may reach a terminal or a worker's log. Filters, not `catch_warnings`, which is not
+    thread-safe and files are read in threads."""
+    global _silenced
+    if not _silenced:
+        import logging
+
+        logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+        for module in (r"pydicom(\.|$)", r"objectives\._formats$"):
+            warnings.filterwarnings("ignore", module=module)
+        _silenced = True
+
+
 def _read_dicom(path: Path, **options: Any) -> Any:
     import pydicom
-    from pydicom.errors import InvalidDicomError
 
+    _silence_pydicom()
     try:
-        return pydicom.dcmread(path, force=sniff(path) == "dicom", **options)
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        return pydicom.dcmread(path, force=True, **options)
+    except Exception as error:  # a parser of arbitrary bytes raises many kinds; each means a damaged header
         raise _DicomProblem(Unread(path, DAMAGED_DICOM, f"pydicom cannot read its header ({type(error).__name__})"))
 
 

@@ -283,3 +283,22 @@ def test_manifest_rows_naming_unreadable_files_are_reported_like_folders(tmp_pat
     assert sorted(u.reason for u in files.unread) == [MULTI_FRAME, NOT_AN_IMAGE]
     dataset = ImageDataset.open(DataSpec(str(root), manifest=str(root / "list.csv")))
     assert dataset.unread_report().startswith("not read: 2 file(s)")
+
+
+def test_reading_an_invalid_header_prints_no_header_value(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    import warnings
+
+    from objectives._formats import _silence_pydicom, dicom_group_ids
+
+    long_id = "X" * 70 + PATIENT_NAME  # longer than VR LO allows (pydicom 3.0 warns on writing it, not reading)
+    path = write_dicom(tmp_path / "odd.dcm", np.zeros((8, 8)), patient_id=long_id)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        _silence_pydicom()  # what the first DICOM read installs (filters added after simplefilter win)
+        assert check_file(path) is None
+        decode_image(path, 8)
+        [group] = dicom_group_ids([path], "PatientID")
+    out, err = capfd.readouterr()
+    assert group and PATIENT_NAME not in group
+    assert PATIENT_NAME not in out + err
+    assert not [w for w in caught if PATIENT_NAME in str(w.message)]
