@@ -1,7 +1,8 @@
 """Image folders: scanning, fingerprinting, decoding once per size, and stratified splits.
 
 Input is a folder of class subfolders (`TRAIN/<class>/<image>`), optionally with a separate
-validation folder of the same classes; without one, a seeded stratified split is taken."""
+validation folder of the same classes; without one, a seeded stratified split is taken.
+Files are recognised by content (`_formats`); every file that is not read is reported."""
 
 from __future__ import annotations
 
@@ -16,43 +17,44 @@ import numpy as np
 
 from ._errors import DataError
 
+from ._formats import (
+    OUTSIDE,
+    Decoding,
+    Unread,
+    decode_workers,
+    dicom_group_ids,
+    list_images,
+    parse_window,
+    read_image,
+    refuse_unreadable,
+    summarize_unread,
+    unread_counts,
+)
+
 if TYPE_CHECKING:
     from ._intensity import IntensityReport
 
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-_JPEG_MAGIC = b"\xff\xd8\xff"
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 _CHECK_SIZE = 64  # decoding size of `create`'s check: enough pixels to count grey levels
 
 
 @dataclass(frozen=True)
 class LabeledFiles:
-    """Image files with integer labels indexing `class_names` (sorted folder names)."""
+    """Image files with integer labels indexing `class_names` (sorted folder names), and the
+    files that were found but not read (`unread`, with the reason)."""
 
     class_names: tuple[str, ...]
     paths: tuple[Path, ...]
     labels: tuple[int, ...]
+    unread: tuple[Unread, ...] = ()
 
     def __len__(self) -> int:
         return len(self.paths)
 
 
-def _looks_like_image(path: Path) -> bool:
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(8)
-    except OSError as error:
-        raise DataError(f"cannot read {path} ({error.strerror}); check its permissions") from None
-    if head.startswith(_PNG_MAGIC) or head.startswith(_JPEG_MAGIC):
-        return True
-    if path.suffix.lower() in _IMAGE_SUFFIXES:
-        raise DataError(f"{path} is named like an image but is not a PNG or JPEG file; remove or replace it")
-    return False
-
-
 def scan_image_folder(folder: str | os.PathLike[str], class_names: Sequence[str] | None = None,
                       *, role: str = "data") -> LabeledFiles:
-    """List the PNG/JPEG files of each class subfolder (by content, not by file extension)."""
+    """List the readable images of each class subfolder (by content, not by file extension),
+    and every other file with the reason it is not read."""
     root = Path(folder).expanduser()
     if not root.exists():
         raise DataError(f"{role} folder {root} does not exist; pass a folder holding one subfolder per class")
@@ -77,17 +79,20 @@ def scan_image_folder(folder: str | os.PathLike[str], class_names: Sequence[str]
         )
     paths: list[Path] = []
     labels: list[int] = []
+    unread: list[Unread] = []
     for label, name in enumerate(class_names):
         class_dir = root / name
-        images = sorted(
-            p for p in class_dir.rglob("*")
-            if p.is_file() and not p.name.startswith(".") and _looks_like_image(p)
-        )
+        images, skipped = list_images(class_dir, root)
+        unread.extend(skipped)
         if not images:
-            raise DataError(f"class folder {class_dir} holds no PNG or JPEG images; add images or remove it")
+            detail = f" ({summarize_unread(skipped, root)})" if skipped else ""
+            raise DataError(f"class folder {class_dir} holds no readable image{detail}; add images or remove it")
         paths.extend(images)
         labels.extend([label] * len(images))
-    return LabeledFiles(tuple(class_names), tuple(paths), tuple(labels))
+    # Loose files beside the class folders are not images of any class: say so too.
+    unread.extend(Unread(p, OUTSIDE) for p in sorted(root.iterdir())
+                  if p.is_file() and not p.name.startswith("."))
+    return LabeledFiles(tuple(class_names), tuple(paths), tuple(labels), tuple(unread))
 
 
 def _file_digest(path: Path) -> str:
@@ -131,58 +136,17 @@ def fingerprint_files(parts: dict[str, LabeledFiles], roots: dict[str, Path],
     return {"class_names": list(class_names), "file_count": count, "content_hash": digest.hexdigest()}
 
 
-PIXELS_ENV = "MEDSWEEP_MAX_IMAGE_PIXELS"
-# 8192 x 8192: above any mammogram or radiograph (about 4000 x 5000); a 16-bit image that size
-# takes 128 MB decoded, and a worker decodes eight at once.
-MAX_IMAGE_PIXELS = 8192 * 8192
+def decode_image(path: Path, size: int, decoding: Decoding | None = None) -> np.ndarray:
+    """Decode PNG, JPEG, BMP, WebP, TIFF or DICOM to a size x size x 3 uint8 array (`_formats`'s rule)."""
+    return read_image(Path(path), size, decoding)
 
 
-def max_image_pixels() -> int:
-    """The largest width x height medsweep decodes: $MEDSWEEP_MAX_IMAGE_PIXELS, else 8192 x 8192."""
-    configured = os.environ.get(PIXELS_ENV, "").strip()
-    if not configured:
-        return MAX_IMAGE_PIXELS
-    try:
-        return max(1, int(float(configured)))
-    except ValueError:
-        raise DataError(f"${PIXELS_ENV} is {configured!r}, not a number; set a pixel count such as 67108864") from None
-
-
-def decode_image(path: Path, size: int) -> np.ndarray:
-    """Decode PNG/JPEG (grayscale, RGB, RGBA, 16-bit) to a size x size x 3 uint8 array."""
-    from PIL import Image, UnidentifiedImageError
-
-    limit = max_image_pixels()
-    # Pillow's own guard warns at 89 Mpx and raises a traceback at 179 Mpx; ours below reads
-    # the size from the header and refuses before any pixel is decoded.
-    Image.MAX_IMAGE_PIXELS = None
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if width * height > limit:
-                raise DataError(
-                    f"image {path} is {width} x {height} = {width * height / 1e6:.0f} megapixels, above the "
-                    f"limit of {limit / 1e6:.0f} megapixels; downscale it, remove it, or raise ${PIXELS_ENV}"
-                )
-            image.load()
-            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-                pixels = np.asarray(image, dtype=np.float64)
-                top = pixels.max() or 1.0
-                image = Image.fromarray((pixels * (255.0 / top)).astype(np.uint8), mode="L")
-            image = image.convert("RGB")
-            if image.size != (size, size):
-                image = image.resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(image, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        raise DataError(f"image {path} cannot be decoded ({error}); remove or replace the file") from None
-
-
-def decode_images(paths: Sequence[Path], size: int) -> np.ndarray:
-    """Decode many files in threads (Pillow releases the GIL while decoding)."""
+def decode_images(paths: Sequence[Path], size: int, decoding: Decoding | None = None) -> np.ndarray:
+    """Decode many files in threads (Pillow and numpy release the GIL while decoding)."""
     if not paths:
         return np.zeros((0, size, size, 3), dtype=np.uint8)
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
-        return np.stack(list(pool.map(lambda p: decode_image(p, size), paths)))
+    with ThreadPoolExecutor(max_workers=decode_workers()) as pool:
+        return np.stack(list(pool.map(lambda p: read_image(p, size, decoding), paths)))
 
 
 def stratified_split(labels: Sequence[int], validation_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -215,7 +179,10 @@ class DataSpec:
     `manifest` (a CSV of path,label[,group]) replaces the class folders of `data_dir`;
     `group_pattern` takes group ids from file names; identical files always share a group.
     `cv` > 0 cross-validates with `cv` folds and `repeats` repeats instead of one split;
-    `test_fraction` or `test_dir` lock a test set that no trial sees."""
+    `test_fraction` or `test_dir` lock a test set that no trial sees. `group_by` names a DICOM
+    header tag (PatientID, ...) whose value is a group too; `window` (center, width) fixes the
+    grayscale window for every image; `skip_unreadable` trains on the readable files even when
+    more than `MAX_UNREADABLE_SHARE` of them cannot be read."""
 
     data_dir: str
     val_dir: str | None = None
@@ -227,8 +194,18 @@ class DataSpec:
     repeats: int = 1
     test_fraction: float = 0.0
     test_dir: str | None = None
+    group_by: str | None = None
+    window: tuple[float, float] | None = None
+    skip_unreadable: bool = False
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "window", parse_window(self.window))
+        if self.group_by is not None:
+            from ._formats import GROUP_TAGS
+
+            if self.group_by not in GROUP_TAGS:
+                raise DataError(f"--group-by {self.group_by!r} is not a DICOM grouping tag; use one of "
+                                f"{', '.join(GROUP_TAGS)}")
         if not 0 < self.validation_fraction < 1:
             raise DataError(
                 f"validation fraction must be between 0 and 1, got {self.validation_fraction}"
@@ -247,7 +224,18 @@ class DataSpec:
             raise DataError("--test-fraction and --test-dir exclude each other; lock the test set one way")
 
     def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _SPEC_FIELDS}
+        values = {name: getattr(self, name) for name in _SPEC_FIELDS}
+        values["window"] = list(self.window) if self.window else None  # YAML and JSON both take lists
+        return values
+
+    @staticmethod
+    def reading_options(values: dict[str, Any]) -> dict[str, Any]:
+        """The options of a stored spec that say how to read images (for retraining on other data)."""
+        return {k: values[k] for k in ("window", "skip_unreadable") if values.get(k) is not None}
+
+    @property
+    def decoding(self) -> Decoding:
+        return Decoding(self.window)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "DataSpec":
@@ -259,7 +247,7 @@ class DataSpec:
 
 
 _SPEC_FIELDS = ("data_dir", "val_dir", "validation_fraction", "split_seed", "manifest", "group_pattern",
-                "cv", "repeats", "test_fraction", "test_dir")
+                "cv", "repeats", "test_fraction", "test_dir", "group_by", "window", "skip_unreadable")
 
 
 @dataclass(frozen=True)
@@ -290,6 +278,8 @@ class ImageDataset:
     plan: Any = None  # SplitPlan; built by `open`
     test_files: LabeledFiles | None = None
     file_hashes: dict[str, str] = field(default_factory=dict, repr=False)  # see `file_listing`
+    unread: tuple[Unread, ...] = ()
+    roots: tuple[Path, ...] = ()
     _cache: dict[int, TrialData] = field(default_factory=dict, repr=False)
     _decoded: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
@@ -309,23 +299,35 @@ class ImageDataset:
         parts = {"train": train}
         roots = {"train": train_root}
         digests = {"train": file_digests(train.paths)}
+        unread = list(train.unread)
         val = test = None
         if spec.val_dir:
             val = scan_image_folder(spec.val_dir, train.class_names, role="validation")
             parts["val"], roots["val"] = val, Path(spec.val_dir).expanduser()
             digests["val"] = file_digests(val.paths)
+            unread.extend(val.unread)
         if spec.test_dir:
             test = scan_image_folder(spec.test_dir, train.class_names, role="test")
             parts["test"], roots["test"] = test, Path(spec.test_dir).expanduser()
             digests["test"] = file_digests(test.paths)
+            unread.extend(test.unread)
+        if not spec.skip_unreadable:
+            refuse_unreadable(sum(len(f) for f in parts.values()), unread, spec.manifest or spec.data_dir,
+                              train_root)
         _refuse_shared_images(parts, digests)
+        tags = dicom_group_ids(train.paths, spec.group_by) if spec.group_by else None
         groups = assign_groups(train.paths, train.labels, digests["train"], declared=declared,
-                               pattern=spec.group_pattern)
+                               pattern=spec.group_pattern, tags=tags, tag_name=spec.group_by)
         plan = plan_splits(train.labels, groups, train.class_names, test_fraction=spec.test_fraction,
                            validation_fraction=spec.validation_fraction, cv=spec.cv, repeats=spec.repeats,
                            seed=spec.split_seed, separate_validation=val is not None)
-        return cls(spec, train, val, fingerprint_files(parts, roots, digests), plan, test,
-                   file_listing(parts, roots, digests))
+        fingerprint = fingerprint_files(parts, roots, digests)
+        # How pixels were derived travels with the fingerprint into the study, export and model,
+        # so train, predict and evaluate decode by the same rule; the files not read, by count.
+        fingerprint["decoding"] = spec.decoding.to_dict()
+        fingerprint["unread"] = unread_counts(unread)
+        return cls(spec, train, val, fingerprint, plan, test, file_listing(parts, roots, digests),
+                   unread=tuple(unread), roots=tuple(roots.values()))
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -335,17 +337,43 @@ class ImageDataset:
     def labels(self) -> np.ndarray:
         return np.asarray(self.train_files.labels, dtype=np.int64)
 
+    def unread_report(self) -> str | None:
+        """`not read: N files (count per reason, first examples)`, or None when every file was read."""
+        if not self.unread:
+            return None
+        root = self.roots[0] if self.roots else None
+        return f"not read: {len(self.unread)} file(s): {summarize_unread(self.unread, root)}"
+
     def check_decodable(self) -> "IntensityReport":
-        """Decode every image once, so corrupt files are reported up front, and measure each
-        one's grey-level range on the way (at 64 px, a few hundred images at a time)."""
+        """Decode every image once (with the study's decoding), so damaged files are reported up
+        front, all at once, and measure each one's grey-level range on the way (at 64 px, a few
+        hundred images at a time)."""
         from ._intensity import IntensityReport
 
+        failures: list[str] = []
+
+        def attempt(path: Path) -> np.ndarray | None:
+            try:
+                return decode_image(path, _CHECK_SIZE, self.spec.decoding)
+            except DataError as error:
+                failures.append(str(error))
+                return None
+
         report = IntensityReport(0)
-        for files in (self.train_files, self.val_files, self.test_files):
-            if files is not None:
+        with ThreadPoolExecutor(max_workers=decode_workers()) as pool:
+            for files in (self.train_files, self.val_files, self.test_files):
+                if files is None:
+                    continue
                 for start in range(0, len(files.paths), 256):
                     chunk = files.paths[start:start + 256]
-                    report += IntensityReport.measure(chunk, decode_images(chunk, _CHECK_SIZE))
+                    decoded = [(p, image) for p, image in zip(chunk, pool.map(attempt, chunk)) if image is not None]
+                    if decoded:
+                        report += IntensityReport.measure([p for p, _ in decoded],
+                                                          np.stack([image for _, image in decoded]))
+        if failures:
+            failures.sort()
+            more = f" (and {len(failures) - 1} more file(s) that cannot be decoded)" if len(failures) > 1 else ""
+            raise DataError(failures[0] + more)
         return report
 
     def _decode(self, paths: Sequence[Path], image_size: int, part: str) -> np.ndarray:
@@ -353,9 +381,10 @@ class ImageDataset:
         from ._disk_arrays import decode_to_disk, decoded_folder, fits_in_memory
 
         if fits_in_memory(len(paths), image_size):
-            return decode_images(paths, image_size)
-        name = f"{self.fingerprint['content_hash'][:16]}-{image_size}-{part}.npy"
-        return decode_to_disk(paths, image_size, decoded_folder() / name)
+            return decode_images(paths, image_size, self.spec.decoding)
+        # Keyed on the decoding settings too: a changed window never reads stale pixels.
+        name = f"{self.fingerprint['content_hash'][:16]}-{self.spec.decoding.key()}-{image_size}-{part}.npy"
+        return decode_to_disk(paths, image_size, decoded_folder() / name, self.spec.decoding)
 
     def _take(self, images: np.ndarray, index: np.ndarray) -> np.ndarray:
         """`images[index]`; for images on disk, a contiguous file of its own."""
@@ -363,7 +392,8 @@ class ImageDataset:
             return images[index]
         from ._disk_arrays import decoded_folder, index_digest, take_to_disk
 
-        name = f"{self.fingerprint['content_hash'][:16]}-{images.shape[1]}-rows-{index_digest(index)}.npy"
+        name = (f"{self.fingerprint['content_hash'][:16]}-{self.spec.decoding.key()}-{images.shape[1]}-rows-"
+                f"{index_digest(index)}.npy")
         return take_to_disk(images, index, decoded_folder() / name)
 
     def _images(self, image_size: int) -> np.ndarray:

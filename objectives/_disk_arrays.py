@@ -11,7 +11,7 @@ import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -110,12 +110,13 @@ def _write_once(path: Path, count: int, image_size: int,
     return np.load(path, mmap_mode="r")
 
 
-def decode_to_disk(paths: Sequence[Path], image_size: int, path: Path) -> np.memmap:
-    """Decode `paths` at `image_size` into a memory-mapped `.npy` file, a chunk at a time."""
+def decode_to_disk(paths: Sequence[Path], image_size: int, path: Path, decoding: Any = None) -> np.memmap:
+    """Decode `paths` at `image_size` (with `decoding`, a `_formats.Decoding`) into a memory-mapped
+    `.npy` file, a chunk at a time; `path` must name the decoding settings (the caller's key)."""
     from ._data import decode_images
 
     def fill(array: np.ndarray, start: int, stop: int) -> None:
-        array[start:stop] = decode_images(paths[start:stop], image_size)
+        array[start:stop] = decode_images(paths[start:stop], image_size, decoding)
 
     return _write_once(path, len(paths), image_size, fill)
 

@@ -21,6 +21,7 @@ class Evaluation:
     intervals: dict[str, list[float]]
     threshold: float | None
     class_names: list[str]
+    unread: str | None = None  # the files of `data` that were not read, by reason (None: all were)
 
 
 def predict_probabilities(model: Any, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
@@ -49,19 +50,17 @@ def open_labeled(path: str | Path, class_names: list[str]) -> LabeledFiles:
 def _partial_folder(path: Path, class_names: list[str]) -> LabeledFiles:
     # An evaluation folder may lack a class (e.g. only positives); scan the ones it has.
     present = [name for name in class_names if (path / name).is_dir()]
+    from ._formats import list_images
+
     paths: list[Path] = []
     labels: list[int] = []
+    unread = []
     for name in present:
-        scanned = _scan_one(path / name)
+        scanned, skipped = list_images(path / name, path)
         paths.extend(scanned)
+        unread.extend(skipped)
         labels.extend([class_names.index(name)] * len(scanned))
-    return LabeledFiles(tuple(class_names), tuple(paths), tuple(labels))
-
-
-def _scan_one(folder: Path) -> list[Path]:
-    from ._data import _looks_like_image
-
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".") and _looks_like_image(p))
+    return LabeledFiles(tuple(class_names), tuple(paths), tuple(labels), tuple(unread))
 
 
 def evaluate_model(model_path: str | Path, data: str | Path, *, resamples: int = 1000, seed: int = 0) -> Evaluation:
@@ -74,10 +73,17 @@ def evaluate_model(model_path: str | Path, data: str | Path, *, resamples: int =
     if not len(files):
         raise DataError(f"evaluation data {data} holds no images")
     size = int(model.input_shape[1])
-    probabilities = predict_probabilities(model, decode_images(files.paths, size))
+    from ._formats import model_decoding
+
+    probabilities = predict_probabilities(model, decode_images(files.paths, size, model_decoding(metadata)))
     labels = np.asarray(files.labels, dtype=np.int64)
     threshold = (metadata.get("threshold") or {}).get("value")
     metrics = classification_metrics(labels, probabilities, class_names, threshold=threshold)
     intervals = bootstrap_intervals(labels, probabilities, class_names, resamples=resamples, seed=seed,
                                     threshold=threshold) if resamples else {}
-    return Evaluation(metrics, intervals, threshold, class_names)
+    from ._formats import summarize_unread
+
+    root = Path(data).expanduser()
+    unread = summarize_unread(files.unread, root if root.is_dir() else root.parent) if files.unread else None
+    return Evaluation(metrics, intervals, threshold, class_names,
+                      f"not read: {len(files.unread)} file(s): {unread}" if unread else None)

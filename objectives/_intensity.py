@@ -13,7 +13,7 @@ import numpy as np
 
 INTENSITY_CHOICES = ("raw", "minmax", "percentile")
 # An image is "low range" below either bound; both are on the 0-255 scale the decoder produces
-# (16-bit images are scaled by their own maximum first, so they are judged on their own range).
+# (16-bit images are scaled from their own minimum to maximum first, so they are judged on their own range).
 MIN_GREY_LEVELS = 16
 MIN_P99 = 255 * 0.1
 # Above this share of low-range images, `create` refuses unless --intensity says how to proceed.

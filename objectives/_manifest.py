@@ -7,8 +7,9 @@ import csv
 import os
 from pathlib import Path
 
-from ._data import LabeledFiles, _looks_like_image
+from ._data import LabeledFiles
 from ._errors import DataError
+from ._formats import Unread, check_file
 
 _HEADER = ("path", "label", "group")
 
@@ -16,7 +17,8 @@ _HEADER = ("path", "label", "group")
 def read_manifest(manifest: str | os.PathLike[str], class_names: tuple[str, ...] | None = None
                   ) -> tuple[LabeledFiles, list[str | None] | None]:
     """The manifest's files with labels (class names sorted, as for folders) and its groups
-    (None when the manifest has no group column)."""
+    (None when the manifest has no group column). Rows whose file cannot be read are left out and
+    listed in the files' `unread`, like stray files in a class folder."""
     path = Path(manifest).expanduser()
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -37,6 +39,7 @@ def read_manifest(manifest: str | os.PathLike[str], class_names: tuple[str, ...]
     root = path.parent
     entries: list[tuple[Path, str, str | None]] = []
     seen: set[Path] = set()
+    unread: list[Unread] = []
     for number, row in enumerate(rows, 1):
         file_name, label = row[0].strip(), row[1].strip()
         if not file_name or not label:
@@ -45,13 +48,18 @@ def read_manifest(manifest: str | os.PathLike[str], class_names: tuple[str, ...]
         file_path = file_path if file_path.is_absolute() else root / file_path
         if not file_path.is_file():
             raise DataError(f"manifest {path} row {number}: image {file_path} does not exist; fix the path")
-        if not _looks_like_image(file_path):
-            raise DataError(f"manifest {path} row {number}: {file_path} is not a PNG or JPEG image")
         if file_path in seen:
             raise DataError(f"manifest {path} lists {file_path} twice; keep one row per image")
         seen.add(file_path)
+        problem = check_file(file_path)
+        if problem is not None:
+            unread.append(problem)
+            continue
         group = row[2].strip() if len(row) == 3 else None
         entries.append((file_path, label, group or None))
+    if not entries:
+        raise DataError(f"manifest {path} lists no readable image ({len(unread)} row(s) name files that cannot be "
+                        "read, e.g. " + "; ".join(f"{u.path}: {u.detail or u.reason}" for u in unread[:2]) + ")")
     found = sorted({label for _, label, _ in entries})
     if class_names is None:
         if len(found) < 2:
@@ -62,6 +70,7 @@ def read_manifest(manifest: str | os.PathLike[str], class_names: tuple[str, ...]
         raise DataError(f"manifest {path} has classes {extra} the training data lacks; use the same labels")
     index = {name: i for i, name in enumerate(class_names)}
     entries.sort(key=lambda entry: (index[entry[1]], str(entry[0])))
-    files = LabeledFiles(tuple(class_names), tuple(e[0] for e in entries), tuple(index[e[1]] for e in entries))
+    files = LabeledFiles(tuple(class_names), tuple(e[0] for e in entries), tuple(index[e[1]] for e in entries),
+                         tuple(unread))
     groups = [e[2] for e in entries] if len(rows[0]) == 3 else None
     return files, groups

@@ -1,5 +1,5 @@
-"""Leakage-safe splits: image groups (a manifest column, a file-name pattern, and always
-identical file content), a locked test split, and grouped stratified train/validation splits
+"""Leakage-safe splits: image groups (a manifest column, a file-name pattern, a DICOM header
+tag such as PatientID, and always identical file content), a locked test split, and grouped stratified train/validation splits
 and (repeated) k-fold cross-validation, all from scikit-learn's splitters.
 
 Every index returned here points into the scanned file list, so a caller (or a test) can check
@@ -27,6 +27,9 @@ class GroupReport:
     duplicate_files: int  # files beyond the first copy of each such content
     mixed_label_groups: int  # groups whose images carry more than one class
     unmatched: int  # files the group pattern did not match (each its own group)
+    tag_name: str | None = None  # the DICOM tag grouping images (`--group-by`), if any
+    tagged_groups: int = 0  # distinct (hashed) values of that tag
+    untagged: int = 0  # files without that tag (not DICOM, or the tag empty): each its own group
 
     @property
     def all_singletons(self) -> bool:
@@ -39,14 +42,20 @@ class GroupReport:
             text += f"; {self.mixed_label_groups} group(s) hold more than one class"
         if self.unmatched:
             text += f"; {self.unmatched} file name(s) did not match the group pattern (each its own group)"
+        if self.tag_name:
+            text += f"; {self.tagged_groups} distinct {self.tag_name} value(s) from the DICOM headers"
+            if self.untagged:
+                text += f", {self.untagged} file(s) without {self.tag_name} (each its own group)"
         return text
 
 
 def assign_groups(paths: Sequence[Path], labels: Sequence[int], digests: Sequence[str], *,
-                  declared: Sequence[str | None] | None = None, pattern: str | None = None) -> GroupReport:
-    """Group files that share content (always), a declared group, or the pattern's match.
+                  declared: Sequence[str | None] | None = None, pattern: str | None = None,
+                  tags: Sequence[str | None] | None = None, tag_name: str | None = None) -> GroupReport:
+    """Group files that share content (always), a declared group, the pattern's match, or a
+    DICOM tag's (hashed) value.
 
-    Groups are the connected components of those three relations, so a patient whose images
+    Groups are the connected components of those relations, so a patient whose images
     include a duplicate of another patient's image joins both into one group."""
     count = len(paths)
     parent = list(range(count))
@@ -69,6 +78,8 @@ def assign_groups(paths: Sequence[Path], labels: Sequence[int], digests: Sequenc
         join(("content", digests[index]), index)
         if declared is not None and declared[index]:
             join(("declared", str(declared[index])), index)
+        if tags is not None and tags[index]:
+            join(("tag", str(tags[index])), index)
         if compiled is not None:
             match = compiled.search(Path(paths[index]).name)
             if match is None:
@@ -89,6 +100,9 @@ def assign_groups(paths: Sequence[Path], labels: Sequence[int], digests: Sequenc
         duplicate_files=sum(n - 1 for n in copies.values() if n > 1),
         mixed_label_groups=int(mixed),
         unmatched=unmatched,
+        tag_name=tag_name if tags is not None else None,
+        tagged_groups=len({t for t in tags if t}) if tags is not None else 0,
+        untagged=sum(1 for t in tags if not t) if tags is not None else 0,
     )
 
 
@@ -140,7 +154,8 @@ def _grouped_holdout(labels: np.ndarray, groups: np.ndarray, fraction: float, se
             raise DataError(f"a hold-out fraction of {fraction} leaves too few images to train on; lower it")
         keep, held = train_test_split(indices, test_size=n_held, stratify=labels, random_state=seed)
         return np.sort(keep), np.sort(held)
-    n_splits = max(2, int(round(1.0 / fraction)))
+    # scikit-learn refuses more folds than the smallest class has images (tiny data sets).
+    n_splits = max(2, min(int(round(1.0 / fraction)), int(np.unique(labels, return_counts=True)[1].min())))
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     keep, held = next(splitter.split(indices, labels, groups))
     return np.sort(keep), np.sort(held)

@@ -190,7 +190,10 @@ def predict_files(model_path: str | Path, files: Sequence[str | Path]) -> list[d
     model, metadata = load_model(model_path)
     class_names = metadata["class_names"]
     size = int(model.input_shape[1])
-    images = np.stack([decode_image(Path(f), size) for f in files]).astype(np.float32)
+    from ._formats import model_decoding
+
+    decoding = model_decoding(metadata)
+    images = np.stack([decode_image(Path(f), size, decoding) for f in files]).astype(np.float32)
     probabilities = class_probabilities(model.predict(images, verbose=0))
     rows = []
     for file, row in zip(files, probabilities):

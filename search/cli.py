@@ -115,6 +115,11 @@ def main() -> None:
 @click.option("--test-fraction", default=0.0, show_default=True, type=click.FloatRange(0, 0.5), help="Lock this share of images as a test set no trial sees.")
 @click.option("--test-dir", type=click.Path(), help="Separate locked test folder with the same classes.")
 @click.option("--group-pattern", help=r"Regex on file names giving the group (patient) id, e.g. '^(P\d+)_'.")
+@click.option("--group-by", type=click.Choice(("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "AccessionNumber")),
+              help="DICOM header tag whose value is a group, so one patient never straddles splits (values hashed, never stored).")
+@click.option("--window", metavar="CENTER,WIDTH", help="Fixed grayscale window for every image, e.g. 40,400 (CT soft tissue); "
+                                                        "default: a DICOM file's own window, else the image's range.")
+@click.option("--skip-unreadable", is_flag=True, help="Train on the readable files even when over 10% of the files cannot be read.")
 @click.option("--space", "space_file", type=click.Path(), help="Search space YAML; overrides the default space.")
 @click.option("--metric", default="auc", show_default=True,
               help=f"Objective: {', '.join(_METRICS)}, or sens@spec=0.9 (sensitivity at a target specificity).")
@@ -126,8 +131,9 @@ def main() -> None:
 @storage_option
 def create(study: str, data_dir: str | None, manifest: str | None, val_dir: str | None, validation_fraction: float,
            split_seed: int, cv: int, repeats: int, test_fraction: float, test_dir: str | None,
-           group_pattern: str | None, space_file: str | None, metric: str, pruner: str, intensity: str | None,
-           resume: bool, storage: str) -> None:
+           group_pattern: str | None, group_by: str | None, window: str | None, skip_unreadable: bool,
+           space_file: str | None, metric: str, pruner: str, intensity: str | None, resume: bool,
+           storage: str) -> None:
     """Create a study on a data folder or manifest (checks every image, reports duplicates and groups)."""
     from objectives import ImageDataset
 
@@ -140,7 +146,8 @@ def create(study: str, data_dir: str | None, manifest: str | None, val_dir: str 
     space = SearchSpace.from_yaml(space_file) if space_file else SearchSpace.default()
     spec = make_data_spec(data_dir, manifest=manifest, val_dir=val_dir, validation_fraction=validation_fraction,
                           split_seed=split_seed, group_pattern=group_pattern, cv=cv, repeats=repeats,
-                          test_fraction=test_fraction, test_dir=test_dir)
+                          test_fraction=test_fraction, test_dir=test_dir, group_by=group_by, window=window,
+                          skip_unreadable=skip_unreadable)
     dataset = ImageDataset.open(spec)
     space, intensity_note = apply_intensity(dataset.check_decodable(), space, intensity)
     if intensity_note:
@@ -264,6 +271,8 @@ def evaluate(model_file: str, data: str, bootstrap: int, seed: int) -> None:
     evaluation = evaluate_model(model_file, data, resamples=bootstrap, seed=seed)
     note = f", threshold {evaluation.threshold:.4f} from the model" if evaluation.threshold is not None else ""
     click.echo(f"{model_file} on {data}: {evaluation.metrics['n']} images{note}")
+    if evaluation.unread:
+        click.echo(f"note: {evaluation.unread}")
     click.echo(format_metrics(evaluation.metrics, evaluation.intervals))
 
 

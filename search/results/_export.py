@@ -121,9 +121,10 @@ def train_from_export(export_path: str | Path, data_dir: str, output: str | Path
     from objectives import save_model, train_trial
 
     config, document = read_export(export_path)
-    spec = DataSpec(data_dir=data_dir, val_dir=val_dir)
+    # The study's decoding (window) and skip choice, so the model sees pixels as the trials did.
+    spec = DataSpec(data_dir=data_dir, val_dir=val_dir, **DataSpec.reading_options(document.get("data") or {}))
     dataset = ImageDataset.open(spec)
-    notes: list[str] = []
+    notes: list[str] = [dataset.unread_report()] if dataset.unread_report() else []
     if (document.get("test") or {}).get("locked"):
         notes.append("the study locked a test split; this trains on every image in --data, test images "
                      "included; use --final to keep them out and measure them once")

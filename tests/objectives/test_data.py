@@ -42,7 +42,7 @@ def test_bad_folders_give_clear_errors(tmp_path: Path, make, message: str) -> No
 
 def test_empty_class_folder_is_named(image_folder: Path) -> None:
     (image_folder / "empty class").mkdir()
-    with pytest.raises(DataError, match="empty class.*holds no PNG or JPEG"):
+    with pytest.raises(DataError, match="empty class.*holds no readable image"):
         scan_image_folder(image_folder)
 
 
@@ -54,10 +54,15 @@ def test_corrupt_image_is_named(image_folder: Path) -> None:
         dataset.check_decodable()
 
 
-def test_file_named_like_image_but_not_one(image_folder: Path) -> None:
+def test_file_named_like_image_but_not_one_is_reported(image_folder: Path) -> None:
     (image_folder / "abdomen" / "notes.jpg").write_text("not an image")
-    with pytest.raises(DataError, match="notes.jpg is named like an image"):
-        scan_image_folder(image_folder)
+    files = scan_image_folder(image_folder)
+    assert len(files) == 24
+    [unread] = files.unread
+    assert unread.path.name == "notes.jpg" and "named like a JPEG file" in unread.detail
+    report = ImageDataset.open(DataSpec(str(image_folder))).unread_report()
+    assert report == ("not read: 1 file(s): 1 not an image medsweep reads (PNG, JPEG, DICOM, TIFF, BMP, WebP) "
+                      "(e.g. abdomen/notes.jpg)")
 
 
 def test_fingerprint_is_stable_and_sees_content_changes(image_folder: Path) -> None:

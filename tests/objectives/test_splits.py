@@ -197,3 +197,47 @@ def test_a_separate_test_folder_is_locked_and_search_uses_every_training_image(t
     x_test, y_test = dataset.test_arrays(32)
     assert x_test.shape == (5, 32, 32, 3) and y_test.tolist() == [0, 0, 0, 1, 1]
     assert dataset.fingerprint["file_count"] == 23
+
+
+def _patient_of(path: Path) -> str:
+    import pydicom
+
+    return str(pydicom.dcmread(path, stop_before_pixels=True).PatientID)
+
+
+@pytest.mark.parametrize("spec", [
+    {"cv": 3, "repeats": 2, "test_fraction": 0.25},
+    {"validation_fraction": 0.25, "test_fraction": 0.2},
+])
+def test_dicom_patient_id_keeps_each_patient_in_one_split(tmp_path: Path, spec: dict) -> None:
+    """PatientID from the headers (file names carry none) combines with duplicates and a file-name
+    pattern: a copied image and a pattern match join two patients into one group."""
+    pytest.importorskip("pydicom")
+    from ..dicom_files import write_dicom_folder
+
+    root = write_dicom_folder(tmp_path / "dicom", patients_per_class=8, images_per_patient=3)
+    first_two = sorted((root / "benign").iterdir())
+    shutil.copyfile(first_two[0], root / "benign" / "copy.dcm")  # same content as patient 0's first image
+    shutil.copyfile(first_two[4], root / "benign" / "pair_x_a.dcm")  # patient 1
+    shutil.copyfile(first_two[7], root / "benign" / "pair_x_b.dcm")  # patient 2, joined to 1 by the pattern
+    dataset = ImageDataset.open(DataSpec(str(root), group_by="PatientID", group_pattern=r"^pair_(\w)_", **spec))
+    groups = dataset.plan.groups
+    assert groups.tag_name == "PatientID" and groups.tagged_groups == 16 and groups.untagged == 0
+    assert groups.group_count == 15  # 16 patients, two of them joined by the pattern
+    assert "16 distinct PatientID value(s)" in groups.describe()
+    patients = [_patient_of(p) for p in dataset.train_files.paths]
+    group_of_patient = {}
+    for patient, group in zip(patients, groups.ids.tolist()):
+        assert group_of_patient.setdefault(patient, group) == group  # one patient, one group
+    plan = dataset.plan
+    test_patients = {patients[i] for i in plan.test}
+    assert test_patients and not test_patients & {patients[i] for i in plan.development}
+    for train, val in ([plan.validation] if plan.validation else plan.folds):
+        assert not {patients[i] for i in train} & {patients[i] for i in val}
+        assert not _groups_of(dataset, train) & _groups_of(dataset, val)
+
+
+def test_group_by_on_non_dicom_files_counts_them_as_their_own_groups(image_folder: Path) -> None:
+    dataset = ImageDataset.open(DataSpec(str(image_folder), group_by="StudyInstanceUID"))
+    assert dataset.plan.groups.untagged == 24 and dataset.plan.groups.tagged_groups == 0
+    assert "24 file(s) without StudyInstanceUID" in dataset.plan.groups.describe()
