@@ -140,7 +140,7 @@ def test_create_that_loses_the_race_is_one_line(tmp_path: Path, image_folder: Pa
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Another `create` inserts the study between this one's existence check and its insert."""
     from objectives import DataSpec, ImageDataset
-    from search import _study
+    from search.study import _study
     from search._errors import StudyError
     from search.study._space import SearchSpace
     from storage import open_storage
