@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -14,6 +15,7 @@ from ._errors import USER_ERRORS
 
 _METRICS = ("auc", "accuracy", "balanced_accuracy", "loss")
 _PRUNERS = ("median", "hyperband", "none")
+VERBOSE_ENV = "MEDSWEEP_VERBOSE"  # read by objectives too: keep TensorFlow's start-up lines
 
 
 class _Group(click.Group):
@@ -65,51 +67,91 @@ def _open(storage_url: str) -> Any:
     return open_storage(storage_url)
 
 
-def _quiet_optuna() -> None:
-    import optuna
+def data_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The data and split options `create` and `paper` share, turned into one `data` argument:
+    a DataSpec, or None when none of them was given."""
+    import functools
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    @functools.wraps(function)
+    def wrapper(*args: Any, data_dir: str | None, manifest: str | None, val_dir: str | None,
+                validation_fraction: float, split_seed: int, cv: int, repeats: int, test_fraction: float,
+                test_dir: str | None, group_pattern: str | None, **kwargs: Any) -> Any:
+        from .study._data import make_data_spec
+
+        given = (data_dir, manifest, val_dir, test_dir, group_pattern)
+        defaults = (validation_fraction, split_seed, cv, repeats, test_fraction) == (0.2, 0, 0, 1, 0.0)
+        data = None if not any(given) and defaults else make_data_spec(
+            data_dir, manifest=manifest, val_dir=val_dir, validation_fraction=validation_fraction,
+            split_seed=split_seed, group_pattern=group_pattern, cv=cv, repeats=repeats,
+            test_fraction=test_fraction, test_dir=test_dir)
+        return function(*args, data=data, **kwargs)
+
+    options = [
+        click.option("--data", "data_dir", type=click.Path(), help="Folder of class subfolders (TRAIN/<class>/...)."),
+        click.option("--manifest", type=click.Path(), help="CSV of path,label[,group] rows instead of --data."),
+        click.option("--val-dir", type=click.Path(), help="Separate validation folder with the same classes."),
+        click.option("--validation-fraction", default=0.2, show_default=True,
+                     help="Stratified validation share when there is no --val-dir."),
+        click.option("--split-seed", default=0, show_default=True, help="Seed of the test split, validation split and folds."),
+        click.option("--cv", default=0, show_default=True, type=click.IntRange(min=0),
+                     help="Cross-validate with K folds (0: one validation split)."),
+        click.option("--repeats", default=1, show_default=True, type=click.IntRange(min=1),
+                     help="Repeat the K folds this often (new shuffles)."),
+        click.option("--test-fraction", default=0.0, show_default=True, type=click.FloatRange(0, 0.5),
+                     help="Lock this share of images as a test set no trial sees."),
+        click.option("--test-dir", type=click.Path(), help="Separate locked test folder with the same classes."),
+        click.option("--group-pattern", help=r"Regex on file names giving the group (patient) id, e.g. '^(P\d+)_'."),
+    ]
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def _set_verbosity(verbose: bool) -> None:
+    """Quiet by default: Optuna at WARNING, TensorFlow's C++ start-up lines off (objectives
+    filters the rest while TensorFlow imports); worker processes inherit the choice."""
+    import optuna  # already imported by the search package
+
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
+    else:
+        os.environ.pop(VERBOSE_ENV, None)
+        # Level 3 also hides the CPU-only machine's "failed call to cuInit" line; real failures
+        # still surface as Python exceptions.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="medsweep")
-def main() -> None:
+@click.option("--verbose", is_flag=True, envvar=VERBOSE_ENV,
+              help=f"Show Optuna's INFO lines and TensorFlow's start-up messages; also ${VERBOSE_ENV}=1.")
+def main(verbose: bool) -> None:
     """medsweep: hyperparameter search for transfer-learning medical image classifiers."""
+    _set_verbosity(verbose)
 
 
 @main.command()
 @click.argument("study")
-@click.option("--data", "data_dir", type=click.Path(), help="Folder of class subfolders (TRAIN/<class>/...).")
-@click.option("--manifest", type=click.Path(), help="CSV of path,label[,group] rows instead of --data.")
-@click.option("--val-dir", type=click.Path(), help="Separate validation folder with the same classes.")
-@click.option("--validation-fraction", default=0.2, show_default=True, help="Stratified validation share when there is no --val-dir.")
-@click.option("--split-seed", default=0, show_default=True, help="Seed of the test split, validation split and folds.")
-@click.option("--cv", default=0, show_default=True, type=click.IntRange(min=0), help="Cross-validate with K folds (0: one validation split).")
-@click.option("--repeats", default=1, show_default=True, type=click.IntRange(min=1), help="Repeat the K folds this often (new shuffles).")
-@click.option("--test-fraction", default=0.0, show_default=True, type=click.FloatRange(0, 0.5), help="Lock this share of images as a test set no trial sees.")
-@click.option("--test-dir", type=click.Path(), help="Separate locked test folder with the same classes.")
-@click.option("--group-pattern", help=r"Regex on file names giving the group (patient) id, e.g. '^(P\d+)_'.")
+@data_options
 @click.option("--space", "space_file", type=click.Path(), help="Search space YAML; overrides the default space.")
 @click.option("--metric", default="auc", show_default=True,
               help=f"Objective: {', '.join(_METRICS)}, or sens@spec=0.9 (sensitivity at a target specificity).")
 @click.option("--pruner", type=click.Choice(_PRUNERS), default="median", show_default=True)
 @click.option("--resume", is_flag=True, help="Reuse the study if it exists instead of failing.")
 @storage_option
-def create(study: str, data_dir: str | None, manifest: str | None, val_dir: str | None, validation_fraction: float,
-           split_seed: int, cv: int, repeats: int, test_fraction: float, test_dir: str | None,
-           group_pattern: str | None, space_file: str | None, metric: str, pruner: str, resume: bool,
+def create(study: str, data: Any, space_file: str | None, metric: str, pruner: str, resume: bool,
            storage: str) -> None:
     """Create a study on a data folder or manifest (checks every image, reports duplicates and groups)."""
     from objectives import ImageDataset
 
+    from .study._data import describe_dataset, make_data_spec
     from .study._space import SearchSpace
     from .study._study import create_study
-    from .results._trust import describe_dataset, make_data_spec
 
     space = SearchSpace.from_yaml(space_file) if space_file else SearchSpace.default()
-    spec = make_data_spec(data_dir, manifest=manifest, val_dir=val_dir, validation_fraction=validation_fraction,
-                          split_seed=split_seed, group_pattern=group_pattern, cv=cv, repeats=repeats,
-                          test_fraction=test_fraction, test_dir=test_dir)
+    spec = data or make_data_spec(None)  # no data option at all: the one-line "pass --data" error
     dataset = ImageDataset.open(spec)
     dataset.check_decodable()
     created = create_study(_open(storage), study, dataset, space, metric=metric, pruner=pruner, resume=resume)
@@ -159,7 +201,6 @@ def status(study: str, storage: str) -> None:
     from .results._status import status_report
     from .study._study import load_study
 
-    _quiet_optuna()
     loaded, settings = load_study(_open(storage), study)
     click.echo(status_report(loaded, settings.metric))
 
@@ -173,7 +214,6 @@ def export(study: str, output: str, storage: str) -> None:
     from .results._export import export_best, write_export
     from .study._study import load_study
 
-    _quiet_optuna()
     loaded, settings = load_study(_open(storage), study)
     document = export_best(loaded, settings)
     path = write_export(document, output)
@@ -192,25 +232,24 @@ def export(study: str, output: str, storage: str) -> None:
 def train(config_file: str, data_dir: str | None, val_dir: str | None, final: bool, remeasure: bool, bootstrap: int,
           output: str, verbose: bool) -> None:
     """Retrain an exported config (from `medsweep export`) and save the model; no study needed."""
-    if final:
-        from .results._trust import format_metrics, train_final
+    from .results._retrain import retrain
 
-        done = train_final(config_file, output, data_dir=data_dir, remeasure=remeasure, bootstrap=bootstrap,
-                           verbose=2 if verbose else 0)
+    if not final and not data_dir:
+        raise click.UsageError("pass --data FOLDER, or --final to train on the study's own data")
+    done = retrain(config_file, output, data_dir=data_dir, val_dir=None if final else val_dir, final=final,
+                   remeasure=remeasure, bootstrap=bootstrap, verbose=2 if verbose else 0)
+    for note in done.notes:
+        click.echo(f"note: {note}")
+    if done.test is not None:
+        from .results._format import format_metrics
+
         click.echo(f"saved {done.path} (trained on {done.trained_images} images); locked test set, "
                    f"{done.test['images']} images, measured once:")
         click.echo(format_metrics(done.test["metrics"], done.test["ci95"]))
         click.echo(f"test metrics written to {done.export_path} and into the model")
         return
-    if not data_dir:
-        raise click.UsageError("pass --data FOLDER, or --final to train on the study's own data")
-    from .results._export import train_from_export
-
-    trained = train_from_export(config_file, data_dir, output, val_dir=val_dir, verbose=2 if verbose else 0)
-    for note in trained.notes:
-        click.echo(f"note: {note}")
-    measured = ", ".join(f"{k} {v:.3f}" for k, v in trained.metrics.items() if isinstance(v, float))
-    click.echo(f"saved {trained.path}" + (f" (validation: {measured})" if measured else ""))
+    measured = ", ".join(f"{k} {v:.3f}" for k, v in done.metrics.items() if isinstance(v, float))
+    click.echo(f"saved {done.path}" + (f" (validation: {measured})" if measured else ""))
 
 
 @main.command()
@@ -222,8 +261,10 @@ def evaluate(model_file: str, data: str, bootstrap: int, seed: int) -> None:
     """Measure a saved model on labelled images: every metric with a bootstrap 95% interval."""
     from objectives import evaluate_model
 
-    from .results._trust import format_metrics
+    from .results._format import format_metrics
+    from .results._inputs import check_evaluation_inputs
 
+    check_evaluation_inputs(model_file, data)  # before TensorFlow loads
     evaluation = evaluate_model(model_file, data, resamples=bootstrap, seed=seed)
     note = f", threshold {evaluation.threshold:.4f} from the model" if evaluation.threshold is not None else ""
     click.echo(f"{model_file} on {data}: {evaluation.metrics['n']} images{note}")
@@ -237,6 +278,9 @@ def predict(model_file: str, files: tuple[str, ...]) -> None:
     """Print each image's predicted class and probability."""
     from objectives import predict_files
 
+    from .results._inputs import check_prediction_inputs
+
+    check_prediction_inputs(model_file, files)  # before TensorFlow loads
     for row in predict_files(model_file, files):
         click.echo(f"{row['file']}\t{row['class']}\t{row['probability']:.4f}")
 
@@ -251,7 +295,6 @@ def report(study: str, output: str, png_dir: str | None, storage: str) -> None:
     from .report._report import write_study_report
     from .study._study import load_study
 
-    _quiet_optuna()
     loaded, settings = load_study(_open(storage), study)
     _, path, pngs = write_study_report(loaded, settings, output, png_dir)
     click.echo(f"wrote {path}" + (f" and {len(pngs)} PNG figures in {png_dir}" if png_dir else ""))
@@ -259,19 +302,21 @@ def report(study: str, output: str, png_dir: str | None, storage: str) -> None:
 
 @main.command()
 @click.argument("study")
-@click.option("--data", "data_dir", type=click.Path(), help="Folder of class subfolders; needed when the study is new.")
+@data_options
 @click.option("--space", "space_file", type=click.Path(), help="Search space YAML for a new study (widened for the baselines).")
 @click.option("--metric", type=click.Choice(_METRICS), default="auc", show_default=True, help="Objective of a new study.")
 @click.option("--pruner", type=click.Choice(_PRUNERS), default="median", show_default=True)
 @storage_option
-def paper(study: str, data_dir: str | None, space_file: str | None, metric: str, pruner: str, storage: str) -> None:
-    """Enqueue the survey's ten configurations as a study's first trials (baselines)."""
+def paper(study: str, data: Any, space_file: str | None, metric: str, pruner: str, storage: str) -> None:
+    """Enqueue the survey's ten configurations as a study's first trials (baselines); a new study
+    takes the same data, split and cross-validation options as `create`."""
     from .study._paper import run_paper
     from .study._space import SearchSpace
 
-    _quiet_optuna()
     space = SearchSpace.from_yaml(space_file) if space_file else None
-    result = run_paper(_open(storage), study, data_dir=data_dir, space=space, metric=metric, pruner=pruner)
+    result = run_paper(_open(storage), study, data=data, space=space, metric=metric, pruner=pruner)
+    if result.created:  # what `create` would say about the data
+        click.echo(f"study {study}: {result.data}")
     action = "created study" if result.created else "study"
     click.echo(f"{action} {study}: enqueued {len(result.enqueued)} survey baselines"
                + ("" if result.enqueued else " (it already holds all ten)")
@@ -297,7 +342,6 @@ def demo(workdir: str, n_trials: int, storage: str | None) -> None:
     """Run the whole loop on synthetic images: search, export, retrain, predict."""
     from ._demo import run_demo
 
-    _quiet_optuna()
     run_demo(Path(workdir), storage, n_trials, click.echo)
 
 
