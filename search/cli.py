@@ -148,14 +148,14 @@ def create(study: str, data: Any, space_file: str | None, metric: str, pruner: s
 
     from .study._data import describe_dataset, make_data_spec
     from .study._space import SearchSpace
-    from .study._study import create_study
+    from .study._study import SETTINGS_KEY, create_study
 
     space = SearchSpace.from_yaml(space_file) if space_file else SearchSpace.default()
     spec = data or make_data_spec(None)  # no data option at all: the one-line "pass --data" error
     dataset = ImageDataset.open(spec)
     dataset.check_decodable()
     created = create_study(_open(storage), study, dataset, space, metric=metric, pruner=pruner, resume=resume)
-    settings_metric = created.user_attrs.get("medsweep", {}).get("metric", metric)
+    settings_metric = created.user_attrs.get(SETTINGS_KEY, {}).get("metric", metric)
     click.echo(f"study {created.study_name}: {describe_dataset(dataset)}; objective {settings_metric}, pruner {pruner}")
 
 

@@ -22,7 +22,7 @@ from storage import StorageError, storage_lock
 
 from ._budget import RetryTrial, counts_towards_budget, retried_numbers
 from .._errors import WorkerError
-from .._record import WORKER, fail_reason_of, retried_from, worker_of
+from .._record import FAIL_REASON, WORKER, fail_reason_of, retried_from, worker_of
 from ._progress import Progress, StudyProgress, study_progress
 
 _logger = logging.getLogger("medsweep.worker")
@@ -187,7 +187,7 @@ def _fail_stale_trials(study: optuna.Study, storage: Any) -> None:
     for trial_id in cached._get_stale_trial_ids(study._study_id):
         try:
             worker = worker_of(cached.get_trial(trial_id), "its worker")
-            cached.set_trial_user_attr(trial_id, "fail_reason",
+            cached.set_trial_user_attr(trial_id, FAIL_REASON,
                                        f"no heartbeat for over {grace} s from {worker}: the worker died or "
                                        "lost the database")
             if cached.set_trial_state_values(trial_id, state=TrialState.FAIL):
@@ -339,7 +339,7 @@ def _hand_back(study: optuna.Study, storage: Any, trial: optuna.Trial, retry: Re
     name = signal.Signals(stop.signal_number).name if stop.signal_number else "a stop request"
     with _lock(storage, lock_name):
         try:
-            trial.set_user_attr("fail_reason", f"interrupted by {name}; handed back for a retry")
+            trial.set_user_attr(FAIL_REASON, f"interrupted by {name}; handed back for a retry")
             study.tell(trial, state=TrialState.FAIL)
         except UpdateFinishedTrialError:
             return study._storage.get_trial(trial._trial_id)

@@ -31,9 +31,9 @@ class TrialObjective:
         self.target_specificity = parse_objective(settings.metric)[2]
 
     def __call__(self, trial: optuna.Trial) -> float:
-        from optuna_integration.keras import KerasPruningCallback
-
+        # objectives first: it loads TensorFlow quietly, optuna-integration would load it loudly.
         from objectives import EpochHistory, train_trial
+        from optuna_integration.keras import KerasPruningCallback
 
         if self.settings.data.cv:
             return self._cross_validate(trial)
