@@ -5,6 +5,7 @@ or an Optuna storage from it."""
 
 from ._errors import StorageError
 from ._lock import storage_lock
+from ._open import open_storage
 from ._url import (
     DEFAULT_STORAGE_URL,
     MAX_OVERFLOW,
@@ -15,7 +16,6 @@ from ._url import (
     engine_options,
     mask_secrets,
     mask_url,
-    open_storage,
     resolve_storage_url,
 )
 

@@ -176,8 +176,10 @@ def _check_same_data(name: str, stored: DataSpec, asked: DataSpec) -> None:
     stored_values, asked_values = stored.to_dict(), asked.to_dict()
     differ = [key for key in asked_values if asked_values[key] != stored_values.get(key)]
     if differ:
-        key = differ[0]
+        def shown(values: dict[str, Any]) -> str:
+            return " ".join(f"--{key.replace('_', '-')} {values.get(key)}" for key in differ)
+
         raise StudyError(
-            f"study {name!r} exists with {key} {stored_values.get(key)!r}, not {asked_values[key]!r}; its data and "
-            "splits were fixed when it was created, so leave out the data options or use a new study name"
+            f"study {name!r} was created with {shown(stored_values)}, not {shown(asked_values)}; its data and "
+            "splits are fixed, so leave out the data options or use a new study name"
         )
