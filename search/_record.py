@@ -38,7 +38,8 @@ def config_of(trial: FrozenTrial) -> dict[str, Any]:
 def history_of(trial: FrozenTrial) -> dict[str, list[float]]:
     """Per-epoch curves (fold means per epoch when cross-validated)."""
     history = trial.user_attrs.get(HISTORY) or {}
-    return {key: list(values) for key, values in history.items() if isinstance(values, list)}
+    # The stored lists themselves, not copies: the report reads 10,000 trials' curves.
+    return {key: values for key, values in history.items() if isinstance(values, list)}
 
 
 def metrics_of(trial: FrozenTrial) -> dict[str, Any]:

@@ -117,9 +117,9 @@ def _set_verbosity(verbose: bool) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
     else:
         os.environ.pop(VERBOSE_ENV, None)
-        # Level 3 also hides the CPU-only machine's "failed call to cuInit" line; real failures
-        # still surface as Python exceptions.
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        # Level 3 also hides C++ error lines such as the CPU-only machine's "failed call to
+        # cuInit"; real failures still surface as Python exceptions, and --verbose shows all.
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
 
 
