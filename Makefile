@@ -23,7 +23,7 @@ test: install
 	scripts/ensure-chromium.sh
 	scripts/with-postgres.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The performance benchmarks of the README's Performance table (need ../shared/data and
+# The performance benchmarks of docs/performance.md's Measurements table (need ../shared/data and
 # ../shared/weights); each prints a table and ends with one line of JSON.
 perf-bench: install
 	$(BIN)/python -m bench.cache

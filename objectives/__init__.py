@@ -19,6 +19,7 @@ from ._data import (
     stratified_split,
 )
 from ._errors import BackboneError, ConfigError, DataError, ObjectiveError
+from ._intensity import INTENSITY_CHOICES, IntensityReport
 from ._balance import class_weights, oversample_indices
 from ._intervals import CV_INTERVAL_METHOD, bootstrap_intervals, cv_summary
 from ._evaluate import Evaluation, evaluate_model, open_labeled, predict_probabilities
@@ -38,6 +39,8 @@ from ._cache import CACHE_ENV, ArrayCache, default_cache_dir
 from ._runtime import XLA_CHOICES, set_worker_options
 
 __all__ = [
+    "INTENSITY_CHOICES",
+    "IntensityReport",
     "roc_curve_points",
     "ArrayCache",
     "CACHE_ENV",

@@ -10,15 +10,19 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
 from ._errors import DataError
 
+if TYPE_CHECKING:
+    from ._intensity import IntensityReport
+
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+_CHECK_SIZE = 64  # decoding size of `create`'s check: enough pixels to count grey levels
 
 
 @dataclass(frozen=True)
@@ -287,11 +291,18 @@ class ImageDataset:
     def labels(self) -> np.ndarray:
         return np.asarray(self.train_files.labels, dtype=np.int64)
 
-    def check_decodable(self) -> None:
-        """Decode every image once at a tiny size so corrupt files are reported up front."""
+    def check_decodable(self) -> "IntensityReport":
+        """Decode every image once, so corrupt files are reported up front, and measure each
+        one's grey-level range on the way (at 64 px, a few hundred images at a time)."""
+        from ._intensity import IntensityReport
+
+        report = IntensityReport(0)
         for files in (self.train_files, self.val_files, self.test_files):
             if files is not None:
-                decode_images(files.paths, 8)
+                for start in range(0, len(files.paths), 256):
+                    chunk = files.paths[start:start + 256]
+                    report += IntensityReport.measure(chunk, decode_images(chunk, _CHECK_SIZE))
+        return report
 
     def _decode(self, paths: Sequence[Path], image_size: int, part: str) -> np.ndarray:
         """Decoded images in memory, or memory-mapped from disk above the memory budget."""

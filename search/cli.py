@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import click
 
+from objectives import INTENSITY_CHOICES
 from storage import DEFAULT_STORAGE_URL, STORAGE_ENV
 
 from ._errors import USER_ERRORS
@@ -107,6 +108,15 @@ def data_options(function: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def intensity_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    """--intensity, for the commands that create a study (`create`, `paper`)."""
+    return click.option(
+        "--intensity", type=click.Choice(INTENSITY_CHOICES),
+        help="Per-image grey-level rescaling before the backbone: raw, minmax or percentile (0.5-99.5). "
+             "Needed when most images use only a sliver of their range.",
+    )(function)
+
+
 def _set_verbosity(verbose: bool) -> None:
     """Quiet by default: Optuna at WARNING, TensorFlow's C++ start-up lines off (objectives
     filters the rest while TensorFlow imports); worker processes inherit the choice."""
@@ -139,21 +149,25 @@ def main(verbose: bool) -> None:
 @click.option("--metric", default="auc", show_default=True,
               help=f"Objective: {', '.join(_METRICS)}, or sens@spec=0.9 (sensitivity at a target specificity).")
 @click.option("--pruner", type=click.Choice(_PRUNERS), default="median", show_default=True)
+@intensity_option
 @click.option("--resume", is_flag=True, help="Reuse the study if it exists instead of failing.")
 @storage_option
-def create(study: str, data: Any, space_file: str | None, metric: str, pruner: str, resume: bool,
-           storage: str) -> None:
+def create(study: str, data: Any, space_file: str | None, metric: str, pruner: str, intensity: str | None,
+           resume: bool, storage: str) -> None:
     """Create a study on a data folder or manifest (checks every image, reports duplicates and groups)."""
     from objectives import ImageDataset
 
     from .study._data import describe_dataset, make_data_spec
     from .study._space import SearchSpace
+    from .study._intensity import apply_intensity
     from .study._study import SETTINGS_KEY, create_study
 
     space = SearchSpace.from_yaml(space_file) if space_file else SearchSpace.default()
     spec = data or make_data_spec(None)  # no data option at all: the one-line "pass --data" error
     dataset = ImageDataset.open(spec)
-    dataset.check_decodable()
+    space, intensity_note = apply_intensity(dataset.check_decodable(), space, intensity)
+    if intensity_note:
+        click.echo(intensity_note, err=True)
     created = create_study(_open(storage), study, dataset, space, metric=metric, pruner=pruner, resume=resume)
     settings_metric = created.user_attrs.get(SETTINGS_KEY, {}).get("metric", metric)
     click.echo(f"study {created.study_name}: {describe_dataset(dataset)}; objective {settings_metric}, pruner {pruner}")
@@ -306,15 +320,20 @@ def report(study: str, output: str, png_dir: str | None, storage: str) -> None:
 @click.option("--space", "space_file", type=click.Path(), help="Search space YAML for a new study (widened for the baselines).")
 @click.option("--metric", type=click.Choice(_METRICS), default="auc", show_default=True, help="Objective of a new study.")
 @click.option("--pruner", type=click.Choice(_PRUNERS), default="median", show_default=True)
+@intensity_option
 @storage_option
-def paper(study: str, data: Any, space_file: str | None, metric: str, pruner: str, storage: str) -> None:
+def paper(study: str, data: Any, space_file: str | None, metric: str, pruner: str, intensity: str | None,
+          storage: str) -> None:
     """Enqueue the survey's ten configurations as a study's first trials (baselines); a new study
     takes the same data, split and cross-validation options as `create`."""
     from .study._paper import run_paper
     from .study._space import SearchSpace
 
     space = SearchSpace.from_yaml(space_file) if space_file else None
-    result = run_paper(_open(storage), study, data=data, space=space, metric=metric, pruner=pruner)
+    result = run_paper(_open(storage), study, data=data, space=space, metric=metric, pruner=pruner,
+                       intensity=intensity)
+    if result.intensity_note:
+        click.echo(result.intensity_note, err=True)
     if result.created:  # what `create` would say about the data
         click.echo(f"study {study}: {result.data}")
     action = "created study" if result.created else "study"

@@ -15,6 +15,7 @@ from objectives import DEFAULT_CONFIG, DataSpec
 from .._errors import SpaceError, StudyError
 from .._record import BASELINE, baseline_of
 from ._data import describe_dataset
+from ._intensity import apply_intensity
 from ._space import SURVEY_BACKBONES, Categorical, Fixed, Range, SearchSpace
 from ._study import create_study, load_study, study_exists
 
@@ -147,10 +148,11 @@ class PaperResult:
     created: bool
     enqueued: list[str]
     data: str = ""  # what `create` would say about the data, for a study created here
+    intensity_note: str | None = None  # `create`'s grey-level warning, for a study created here
 
 
 def run_paper(storage: Any, name: str, *, data: DataSpec | None, space: SearchSpace | None = None,
-              metric: str = "auc", pruner: str = "median") -> PaperResult:
+              metric: str = "auc", pruner: str = "median", intensity: str | None = None) -> PaperResult:
     """Put the survey's ten configurations first in a study, creating the study (with the space
     widened for them, and the same data, splits and folds `create` would use) when it does not
     exist; an existing study keeps its own space and data."""
@@ -163,11 +165,12 @@ def run_paper(storage: Any, name: str, *, data: DataSpec | None, space: SearchSp
         return PaperResult(study, False, enqueue_baselines(study, settings.search_space))
     if data is None:
         raise StudyError(f"study {name!r} does not exist yet; pass --data DIR (or --manifest FILE.csv) to create it")
-    widened = admit_baselines(space or SearchSpace.default())
     dataset = ImageDataset.open(data)
-    dataset.check_decodable()
+    # The same grey-level verdict `create` gives (an --intensity choice joins the space).
+    space, note = apply_intensity(dataset.check_decodable(), space or SearchSpace.default(), intensity)
+    widened = admit_baselines(space)
     study = create_study(storage, name, dataset, widened, metric=metric, pruner=pruner)
-    return PaperResult(study, True, enqueue_baselines(study, widened), describe_dataset(dataset))
+    return PaperResult(study, True, enqueue_baselines(study, widened), describe_dataset(dataset), note)
 
 
 def _check_same_data(name: str, stored: DataSpec, asked: DataSpec) -> None:

@@ -100,9 +100,11 @@ def test_both_survey_datasets_load() -> None:
     from ..conftest import SHARED_DATA
 
     brain = ImageDataset.open(DataSpec(str(SHARED_DATA / "brain_mri")))
-    assert brain.class_names == ("no", "yes") and brain.fingerprint["file_count"] == 254
+    # The original images (the earlier 254-file copy had been re-encoded to grey levels 0-2).
+    assert brain.class_names == ("no", "yes") and brain.fingerprint["file_count"] == 253
+    assert list(np.bincount(brain.labels)) == [98, 155]
     data = brain.arrays(32)
-    assert len(data.x_train) + len(data.x_val) == 254 and data.x_train.shape[1:] == (32, 32, 3)
+    assert len(data.x_train) + len(data.x_val) == 253 and data.x_train.shape[1:] == (32, 32, 3)
     open_i = SHARED_DATA / "open_i_abd_vs_cxr"
     template = ImageDataset.open(DataSpec(str(open_i / "TRAIN"), str(open_i / "VAL")))
     assert template.fingerprint["file_count"] == 75
