@@ -137,7 +137,7 @@ def run_study(label: str, dataset: Any, backbones: dict[str, dict[str, Any]], *,
     from optuna_integration.keras import KerasPruningCallback
 
     from objectives import EpochHistory, TrialConfig, train_trial
-    from search.study._study import make_pruner, make_sampler
+    from search.study._strategy import make_pruner, make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     run = StudyRun(label)

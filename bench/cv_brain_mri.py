@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     from objectives import ImageDataset
     from search import SearchSpace, create_study, export_best, load_study, run_worker, write_export
-    from search.results._trust import describe_dataset, make_data_spec, train_final
+    from search.results._retrain import train_final
+    from search.study._data import describe_dataset, make_data_spec
     from storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

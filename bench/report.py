@@ -49,6 +49,7 @@ def synthetic_trials(n_trials: int, seed: int = 0, *, baselines: bool = True,
     """Trials shaped like a worker's: params, config, per-epoch history and intermediate values,
     metrics with a confusion matrix, a ROC curve; about 60% complete, 35% pruned, 5% failed.
     The first ten are the survey baselines when `baselines` is on."""
+    from search import _record as record
     from search.study._paper import survey_baselines
 
     rng = np.random.default_rng(seed)
@@ -59,7 +60,7 @@ def synthetic_trials(n_trials: int, seed: int = 0, *, baselines: bool = True,
         user_attrs: dict[str, Any] = {}
         if number < len(planned):
             params = dict(planned[number].params)
-            user_attrs["baseline"] = planned[number].label
+            user_attrs[record.BASELINE] = planned[number].label
         else:
             params = {"backbone": str(rng.choice(SURVEY_BACKBONES)),
                       "learning_rate": float(10 ** rng.uniform(-6, -2)),
@@ -75,22 +76,22 @@ def synthetic_trials(n_trials: int, seed: int = 0, *, baselines: bool = True,
                   "learning_rate": params["learning_rate"], "epochs": params["epochs"],
                   "batch_size": params["batch_size"], "dense_units": 256, "dropout": 0.5,
                   "augmentation": True, "fine_tune_fraction": 0.0, "seed": 0}
-        user_attrs.update(config=config, history=history)
+        user_attrs.update({record.CONFIG: config, record.HISTORY: history})
         value = None
         if state == TrialState.COMPLETE:
             value = float(min(1.0, history["val_auc"][-1]))
             correct = int(round(20 * value))
-            user_attrs["metrics"] = {
+            user_attrs[record.METRICS] = {
                 "auc": value, "accuracy": history["val_accuracy"][-1], "n": 40,
                 "confusion_matrix": [[correct, 20 - correct], [20 - correct, correct]],
             }
-            user_attrs["roc_curve"] = {"fpr": [0.0, 0.1, 0.3, 1.0], "tpr": [0.0, value * 0.6, value, 1.0]}
+            user_attrs[record.ROC_CURVE] = {"fpr": [0.0, 0.1, 0.3, 1.0], "tpr": [0.0, value * 0.6, value, 1.0]}
             if cross_validated:
                 half = float(rng.uniform(0.02, 0.08))
-                user_attrs["cv"] = {"mean": value, "std": half, "ci95": [max(0.0, value - half), min(1.0, value + half)],
+                user_attrs[record.CV] = {"mean": value, "std": half, "ci95": [max(0.0, value - half), min(1.0, value + half)],
                                     "folds": [value + float(d) for d in rng.normal(0, half, 5)]}
         elif state == TrialState.FAIL:
-            user_attrs["fail_reason"] = "ResourceExhaustedError: OOM when allocating tensor"
+            user_attrs[record.FAIL_REASON] = "ResourceExhaustedError: OOM when allocating tensor"
         trial = optuna.trial.create_trial(
             state=state, value=value, params=params, distributions=DISTRIBUTIONS, user_attrs=user_attrs,
             intermediate_values={step: v for step, v in enumerate(history["val_auc"])},

@@ -30,7 +30,7 @@ EPOCHS = 5
 def _worker(url: str, study_name: str, trials: int, report: str, barrier: Any) -> None:
     import optuna
 
-    from search.study._study import make_sampler
+    from search.study._strategy import make_sampler
     from storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)

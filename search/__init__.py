@@ -1,9 +1,10 @@
 """Orchestration: studies, search spaces, samplers, pruners, workers, export and the CLI."""
 
 from ._errors import USER_ERRORS, MedsweepError, SpaceError, StudyError, WorkerError
-from .results._export import export_best, package_versions, read_export, train_from_export, write_export
-from .study._space import DEFAULT_SPACE, SURVEY_BACKBONES, SearchSpace
+from .results._export import export_best, package_versions, read_export, write_export
+from .results._retrain import retrain, train_final, train_from_export
 from .results._status import status_report
+from .study._space import DEFAULT_SPACE, SURVEY_BACKBONES, SearchSpace
 from .study._study import PRUNERS, StudySettings, create_study, load_study, make_pruner, make_sampler
 from .workers._worker import WorkerSummary, budget_used, run_worker
 
@@ -27,8 +28,10 @@ __all__ = [
     "make_sampler",
     "package_versions",
     "read_export",
+    "retrain",
     "run_worker",
     "status_report",
+    "train_final",
     "train_from_export",
     "write_export",
 ]

@@ -9,6 +9,7 @@ from typing import Callable
 import numpy as np
 
 DEMO_CLASSES = ("lesion", "normal")
+DEMO_SEED = 0  # the sampler's seed: every demo run tries the same configurations
 
 DEMO_SPACE = """\
 # The demo's search space: small enough for a CPU, no downloads (random VGG19 features, which
@@ -57,16 +58,23 @@ def build_demo_images(folder: Path, per_class: int = 40, seed: int = 0) -> tuple
 
 
 def run_demo(workdir: Path, storage_url: str | None, n_trials: int, echo: Callable[[str], None]) -> None:
-    """Build data, search, export, retrain and predict; each step prints what it did."""
+    """Build data, search, export, retrain and predict; each step prints what it did. Runs are
+    repeatable: a seeded sampler, seeded training and deterministic TensorFlow ops."""
+    import os
+
     from objectives import DataSpec, ImageDataset, predict_files
     from storage import describe_storage, open_storage
 
-    from .results._export import export_best, train_from_export, write_export
-    from .study._space import SearchSpace
+    from .results._export import export_best, write_export
+    from .results._retrain import train_from_export
     from .results._status import status_report
+    from .study._space import SearchSpace
     from .study._study import create_study, load_study
-    from .workers._worker import run_worker
+    from .workers._loop import run_trials
+    from .workers._objective import TrialObjective
 
+    # Read by TensorFlow when it loads (later, in training): same inputs, same results.
+    os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
     workdir.mkdir(parents=True, exist_ok=True)
     train_dir, test_files = build_demo_images(workdir / "data")
     space_file = workdir / "space.yaml"
@@ -82,10 +90,10 @@ def run_demo(workdir: Path, storage_url: str | None, n_trials: int, echo: Callab
     # AUC reaches 1.0 on these easy images; validation log loss still tells a well-fitted,
     # confident model from one that barely moved, so the demo minimises it.
     echo(f"2/5 search: {n_trials} trials over {space_file}, minimising validation log loss")
-    run_worker(storage, "demo", n_trials=n_trials,
+    study, settings = load_study(storage, "demo", sampler_seed=DEMO_SEED)
+    run_trials(storage, study, TrialObjective(settings, dataset), n_trials=n_trials,
                on_trial=lambda t: echo(f"    trial {t.number}: {t.state.name.lower()}"
                                        + (f", loss {t.value:.3f}" if t.value is not None else "")))
-    study, settings = load_study(storage, "demo")
     echo(status_report(study, settings.metric))
     export_path = write_export(export_best(study, settings), workdir / "best.yaml")
     echo(f"3/5 exported the best trial to {export_path}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -15,6 +16,7 @@ from ._errors import USER_ERRORS
 
 _METRICS = ("auc", "accuracy", "balanced_accuracy", "loss")
 _PRUNERS = ("median", "hyperband", "none")
+VERBOSE_ENV = "MEDSWEEP_VERBOSE"  # read by objectives too: keep TensorFlow's start-up lines
 
 
 # The storage URL this command opened, so a database that fails later is named (password masked).
@@ -91,69 +93,116 @@ def _open(storage_url: str) -> Any:
     return opened
 
 
-def _quiet_optuna() -> None:
-    import optuna
+def data_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The data and split options `create` and `paper` share, turned into one `data` argument:
+    a DataSpec, or None when none of them was given."""
+    import functools
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    @functools.wraps(function)
+    def wrapper(*args: Any, data_dir: str | None, manifest: str | None, val_dir: str | None,
+                validation_fraction: float, split_seed: int, cv: int, repeats: int, test_fraction: float,
+                test_dir: str | None, group_pattern: str | None, group_by: str | None, window: str | None,
+                skip_unreadable: bool, **kwargs: Any) -> Any:
+        from .study._data import make_data_spec
+
+        given = (data_dir, manifest, val_dir, test_dir, group_pattern, group_by, window, skip_unreadable)
+        defaults = (validation_fraction, split_seed, cv, repeats, test_fraction) == (0.2, 0, 0, 1, 0.0)
+        data = None if not any(given) and defaults else make_data_spec(
+            data_dir, manifest=manifest, val_dir=val_dir, validation_fraction=validation_fraction,
+            split_seed=split_seed, group_pattern=group_pattern, cv=cv, repeats=repeats,
+            test_fraction=test_fraction, test_dir=test_dir, group_by=group_by, window=window,
+            skip_unreadable=skip_unreadable)
+        return function(*args, data=data, **kwargs)
+
+    options = [
+        click.option("--data", "data_dir", type=click.Path(), help="Folder of class subfolders (TRAIN/<class>/...)."),
+        click.option("--manifest", type=click.Path(), help="CSV of path,label[,group] rows instead of --data."),
+        click.option("--val-dir", type=click.Path(), help="Separate validation folder with the same classes."),
+        click.option("--validation-fraction", default=0.2, show_default=True,
+                     help="Stratified validation share when there is no --val-dir."),
+        click.option("--split-seed", default=0, show_default=True, help="Seed of the test split, validation split and folds."),
+        click.option("--cv", default=0, show_default=True, type=click.IntRange(min=0),
+                     help="Cross-validate with K folds (0: one validation split)."),
+        click.option("--repeats", default=1, show_default=True, type=click.IntRange(min=1),
+                     help="Repeat the K folds this often (new shuffles)."),
+        click.option("--test-fraction", default=0.0, show_default=True, type=click.FloatRange(0, 0.5),
+                     help="Lock this share of images as a test set no trial sees."),
+        click.option("--test-dir", type=click.Path(), help="Separate locked test folder with the same classes."),
+        click.option("--group-pattern", help=r"Regex on file names giving the group (patient) id, e.g. '^(P\d+)_'."),
+        click.option("--group-by", type=click.Choice(("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "AccessionNumber")),
+                     help="DICOM header tag whose value is a group, so one patient never straddles splits (values hashed, never stored)."),
+        click.option("--window", metavar="CENTER,WIDTH", help="Fixed grayscale window for every image, e.g. 40,400 (CT soft tissue); "
+                                                               "default: a DICOM file's own window, else the image's range."),
+        click.option("--skip-unreadable", is_flag=True, help="Train on the readable files even when over 10% of the files cannot be read."),
+    ]
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def intensity_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    """--intensity, for the commands that create a study (`create`, `paper`)."""
+    return click.option(
+        "--intensity", type=click.Choice(INTENSITY_CHOICES),
+        help="Per-image grey-level rescaling before the backbone: raw, minmax or percentile (0.5-99.5). "
+             "Needed when most images use only a sliver of their range.",
+    )(function)
+
+
+def _set_verbosity(verbose: bool) -> None:
+    """Quiet by default: Optuna at WARNING, TensorFlow's C++ start-up lines off (objectives
+    filters the rest while TensorFlow imports); worker processes inherit the choice."""
+    import optuna  # already imported by the search package
+
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
+    else:
+        os.environ.pop(VERBOSE_ENV, None)
+        # Level 3 also hides C++ error lines such as the CPU-only machine's "failed call to
+        # cuInit"; real failures still surface as Python exceptions, and --verbose shows all.
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="medsweep")
-def main() -> None:
+@click.option("--verbose", is_flag=True, envvar=VERBOSE_ENV,
+              help=f"Show Optuna's INFO lines and TensorFlow's start-up messages; also ${VERBOSE_ENV}=1.")
+def main(verbose: bool) -> None:
     """medsweep: hyperparameter search for transfer-learning medical image classifiers."""
+    _set_verbosity(verbose)
 
 
 @main.command()
 @click.argument("study")
-@click.option("--data", "data_dir", type=click.Path(), help="Folder of class subfolders (TRAIN/<class>/...).")
-@click.option("--manifest", type=click.Path(), help="CSV of path,label[,group] rows instead of --data.")
-@click.option("--val-dir", type=click.Path(), help="Separate validation folder with the same classes.")
-@click.option("--validation-fraction", default=0.2, show_default=True, help="Stratified validation share when there is no --val-dir.")
-@click.option("--split-seed", default=0, show_default=True, help="Seed of the test split, validation split and folds.")
-@click.option("--cv", default=0, show_default=True, type=click.IntRange(min=0), help="Cross-validate with K folds (0: one validation split).")
-@click.option("--repeats", default=1, show_default=True, type=click.IntRange(min=1), help="Repeat the K folds this often (new shuffles).")
-@click.option("--test-fraction", default=0.0, show_default=True, type=click.FloatRange(0, 0.5), help="Lock this share of images as a test set no trial sees.")
-@click.option("--test-dir", type=click.Path(), help="Separate locked test folder with the same classes.")
-@click.option("--group-pattern", help=r"Regex on file names giving the group (patient) id, e.g. '^(P\d+)_'.")
-@click.option("--group-by", type=click.Choice(("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "AccessionNumber")),
-              help="DICOM header tag whose value is a group, so one patient never straddles splits (values hashed, never stored).")
-@click.option("--window", metavar="CENTER,WIDTH", help="Fixed grayscale window for every image, e.g. 40,400 (CT soft tissue); "
-                                                        "default: a DICOM file's own window, else the image's range.")
-@click.option("--skip-unreadable", is_flag=True, help="Train on the readable files even when over 10% of the files cannot be read.")
+@data_options
 @click.option("--space", "space_file", type=click.Path(), help="Search space YAML; overrides the default space.")
 @click.option("--metric", default="auc", show_default=True,
               help=f"Objective: {', '.join(_METRICS)}, or sens@spec=0.9 (sensitivity at a target specificity).")
 @click.option("--pruner", type=click.Choice(_PRUNERS), default="median", show_default=True)
-@click.option("--intensity", type=click.Choice(INTENSITY_CHOICES),
-              help="Per-image grey-level rescaling before the backbone: raw, minmax or percentile (0.5-99.5). "
-                   "Needed when most images use only a sliver of their range.")
+@intensity_option
 @click.option("--resume", is_flag=True, help="Reuse the study if it exists instead of failing.")
 @storage_option
-def create(study: str, data_dir: str | None, manifest: str | None, val_dir: str | None, validation_fraction: float,
-           split_seed: int, cv: int, repeats: int, test_fraction: float, test_dir: str | None,
-           group_pattern: str | None, group_by: str | None, window: str | None, skip_unreadable: bool,
-           space_file: str | None, metric: str, pruner: str, intensity: str | None, resume: bool,
-           storage: str) -> None:
+def create(study: str, data: Any, space_file: str | None, metric: str, pruner: str, intensity: str | None,
+           resume: bool, storage: str) -> None:
     """Create a study on a data folder or manifest (checks every image, reports duplicates and groups)."""
     from objectives import ImageDataset
 
+    from .study._data import describe_dataset, make_data_spec
     from .study._space import SearchSpace
     from .study._intensity import apply_intensity
-    from .study._study import check_study_name, create_study
-    from .results._trust import describe_dataset, make_data_spec
+    from .study._study import SETTINGS_KEY, check_study_name, create_study
 
     check_study_name(study)
     space = SearchSpace.from_yaml(space_file) if space_file else SearchSpace.default()
-    spec = make_data_spec(data_dir, manifest=manifest, val_dir=val_dir, validation_fraction=validation_fraction,
-                          split_seed=split_seed, group_pattern=group_pattern, cv=cv, repeats=repeats,
-                          test_fraction=test_fraction, test_dir=test_dir, group_by=group_by, window=window,
-                          skip_unreadable=skip_unreadable)
+    spec = data or make_data_spec(None)  # no data option at all: the one-line "pass --data" error
     dataset = ImageDataset.open(spec)
     space, intensity_note = apply_intensity(dataset.check_decodable(), space, intensity)
     if intensity_note:
         click.echo(intensity_note, err=True)
     created = create_study(_open(storage), study, dataset, space, metric=metric, pruner=pruner, resume=resume)
-    settings_metric = created.user_attrs.get("medsweep", {}).get("metric", metric)
+    settings_metric = created.user_attrs.get(SETTINGS_KEY, {}).get("metric", metric)
     click.echo(f"study {created.study_name}: {describe_dataset(dataset)}; objective {settings_metric}, pruner {pruner}")
 
 
@@ -199,7 +248,6 @@ def status(study: str, storage: str) -> None:
     from .results._status import status_report
     from .study._study import load_study
 
-    _quiet_optuna()
     loaded, settings = load_study(_open(storage), study)
     click.echo(status_report(loaded, settings.metric))
 
@@ -214,7 +262,6 @@ def export(study: str, output: str, storage: str) -> None:
     from .study._study import load_study
 
     check_output_path(output, "-o")
-    _quiet_optuna()
     loaded, settings = load_study(_open(storage), study)
     document = export_best(loaded, settings)
     path = write_export(document, output)
@@ -234,27 +281,25 @@ def train(config_file: str, data_dir: str | None, val_dir: str | None, final: bo
           output: str, verbose: bool) -> None:
     """Retrain an exported config (from `medsweep export`) and save the model; no study needed."""
     from .results._export import check_output_path
+    from .results._retrain import retrain
 
     check_output_path(output, "-o", suffix=".keras")  # before training, not after it
-    if final:
-        from .results._trust import format_metrics, train_final
+    if not final and not data_dir:
+        raise click.UsageError("pass --data FOLDER, or --final to train on the study's own data")
+    done = retrain(config_file, output, data_dir=data_dir, val_dir=None if final else val_dir, final=final,
+                   remeasure=remeasure, bootstrap=bootstrap, verbose=2 if verbose else 0)
+    for note in done.notes:
+        click.echo(f"note: {note}")
+    if done.test is not None:
+        from .results._format import format_metrics
 
-        done = train_final(config_file, output, data_dir=data_dir, remeasure=remeasure, bootstrap=bootstrap,
-                           verbose=2 if verbose else 0)
         click.echo(f"saved {done.path} (trained on {done.trained_images} images); locked test set, "
                    f"{done.test['images']} images, measured once:")
         click.echo(format_metrics(done.test["metrics"], done.test["ci95"]))
         click.echo(f"test metrics written to {done.export_path} and into the model")
         return
-    if not data_dir:
-        raise click.UsageError("pass --data FOLDER, or --final to train on the study's own data")
-    from .results._export import train_from_export
-
-    trained = train_from_export(config_file, data_dir, output, val_dir=val_dir, verbose=2 if verbose else 0)
-    for note in trained.notes:
-        click.echo(f"note: {note}")
-    measured = ", ".join(f"{k} {v:.3f}" for k, v in trained.metrics.items() if isinstance(v, float))
-    click.echo(f"saved {trained.path}" + (f" (validation: {measured})" if measured else ""))
+    measured = ", ".join(f"{k} {v:.3f}" for k, v in done.metrics.items() if isinstance(v, float))
+    click.echo(f"saved {done.path}" + (f" (validation: {measured})" if measured else ""))
 
 
 @main.command()
@@ -266,8 +311,10 @@ def evaluate(model_file: str, data: str, bootstrap: int, seed: int) -> None:
     """Measure a saved model on labelled images: every metric with a bootstrap 95% interval."""
     from objectives import evaluate_model
 
-    from .results._trust import format_metrics
+    from .results._format import format_metrics
+    from .results._inputs import check_evaluation_inputs
 
+    check_evaluation_inputs(model_file, data)  # before TensorFlow loads
     evaluation = evaluate_model(model_file, data, resamples=bootstrap, seed=seed)
     note = f", threshold {evaluation.threshold:.4f} from the model" if evaluation.threshold is not None else ""
     click.echo(f"{model_file} on {data}: {evaluation.metrics['n']} images{note}")
@@ -283,6 +330,9 @@ def predict(model_file: str, files: tuple[str, ...]) -> None:
     """Print each image's predicted class and probability."""
     from objectives import predict_files
 
+    from .results._inputs import check_prediction_inputs
+
+    check_prediction_inputs(model_file, files)  # before TensorFlow loads
     for row in predict_files(model_file, files):
         click.echo(f"{row['file']}\t{row['class']}\t{row['probability']:.4f}")
 
@@ -297,7 +347,6 @@ def report(study: str, output: str, png_dir: str | None, storage: str) -> None:
     from .report._report import write_study_report
     from .study._study import load_study
 
-    _quiet_optuna()
     loaded, settings = load_study(_open(storage), study)
     _, path, pngs = write_study_report(loaded, settings, output, png_dir)
     click.echo(f"wrote {path}" + (f" and {len(pngs)} PNG figures in {png_dir}" if png_dir else ""))
@@ -305,19 +354,26 @@ def report(study: str, output: str, png_dir: str | None, storage: str) -> None:
 
 @main.command()
 @click.argument("study")
-@click.option("--data", "data_dir", type=click.Path(), help="Folder of class subfolders; needed when the study is new.")
+@data_options
 @click.option("--space", "space_file", type=click.Path(), help="Search space YAML for a new study (widened for the baselines).")
 @click.option("--metric", type=click.Choice(_METRICS), default="auc", show_default=True, help="Objective of a new study.")
 @click.option("--pruner", type=click.Choice(_PRUNERS), default="median", show_default=True)
+@intensity_option
 @storage_option
-def paper(study: str, data_dir: str | None, space_file: str | None, metric: str, pruner: str, storage: str) -> None:
-    """Enqueue the survey's ten configurations as a study's first trials (baselines)."""
+def paper(study: str, data: Any, space_file: str | None, metric: str, pruner: str, intensity: str | None,
+          storage: str) -> None:
+    """Enqueue the survey's ten configurations as a study's first trials (baselines); a new study
+    takes the same data, split and cross-validation options as `create`."""
     from .study._paper import run_paper
     from .study._space import SearchSpace
 
-    _quiet_optuna()
     space = SearchSpace.from_yaml(space_file) if space_file else None
-    result = run_paper(_open(storage), study, data_dir=data_dir, space=space, metric=metric, pruner=pruner)
+    result = run_paper(_open(storage), study, data=data, space=space, metric=metric, pruner=pruner,
+                       intensity=intensity)
+    if result.intensity_note:
+        click.echo(result.intensity_note, err=True)
+    if result.created:  # what `create` would say about the data
+        click.echo(f"study {study}: {result.data}")
     action = "created study" if result.created else "study"
     click.echo(f"{action} {study}: enqueued {len(result.enqueued)} survey baselines"
                + ("" if result.enqueued else " (it already holds all ten)")
@@ -343,7 +399,6 @@ def demo(workdir: str, n_trials: int, storage: str | None) -> None:
     """Run the whole loop on synthetic images: search, export, retrain, predict."""
     from ._demo import run_demo
 
-    _quiet_optuna()
     run_demo(Path(workdir), storage, n_trials, click.echo)
 
 

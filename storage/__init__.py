@@ -5,6 +5,7 @@ or an Optuna storage from it."""
 
 from ._errors import StorageError
 from ._lock import storage_lock
+from ._open import open_storage
 from ._url import (
     DEFAULT_STORAGE_URL,
     MAX_OVERFLOW,
@@ -17,7 +18,6 @@ from ._url import (
     is_unreachable,
     mask_secrets,
     mask_url,
-    open_storage,
     resolve_storage_url,
 )
 

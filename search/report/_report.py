@@ -20,7 +20,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from .._errors import MedsweepError
-from ..study._paper import BASELINE_ATTR
+from .._record import (backbone_of, baseline_of, config_of, cv_interval, epochs_planned, epochs_trained,
+                       history_of, metrics_of, roc_curve_of)
 from ..study._study import StudySettings
 
 MAX_MODEL_TRIALS = 1500  # completed trials given to parallel coordinates and slices
@@ -55,28 +56,11 @@ class Report:
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading the trial record
-
-
-def epochs_trained(trial: FrozenTrial) -> int:
-    """Epochs a trial ran: its recorded history, else its intermediate values."""
-    history = trial.user_attrs.get("history") or {}
-    lengths = [len(v) for v in history.values() if isinstance(v, list)]
-    return max(lengths) if lengths else len(trial.intermediate_values)
-
-
-def epochs_planned(trial: FrozenTrial) -> int | None:
-    config = trial.user_attrs.get("config") or {}
-    epochs = config.get("epochs", trial.params.get("epochs"))
-    return int(epochs) if isinstance(epochs, (int, float)) else None
+# Summary and tables (the trial record is read through search._record)
 
 
 def trial_hours(trial: FrozenTrial) -> float:
     return trial.duration.total_seconds() / 3600 if trial.duration else 0.0
-
-
-def backbone_of(trial: FrozenTrial) -> str:
-    return str(trial.params.get("backbone") or (trial.user_attrs.get("config") or {}).get("backbone", "?"))
 
 
 def _format_number(value: Any) -> str:
@@ -90,11 +74,10 @@ def _value_text(trial: FrozenTrial) -> str:
     if trial.value is None:
         return "—"
     text = f"{trial.value:.4f}"
-    cv = trial.user_attrs.get("cv")
-    if isinstance(cv, dict) and isinstance(cv.get("ci95"), (list, tuple)) and len(cv["ci95"]) == 2:
-        low, high = cv["ci95"]
-        folds = cv.get("folds")
-        count = f", {len(folds)} folds" if isinstance(folds, list) else ""
+    interval = cv_interval(trial)
+    if interval is not None:
+        low, high, folds = interval
+        count = f", {folds} folds" if folds else ""
         text += f" (95% CI {low:.4f}–{high:.4f}{count})"
     return text
 
@@ -134,7 +117,7 @@ def summary_html(study_name: str, trials: list[FrozenTrial], settings: StudySett
     rows = [["trials", f"{len(trials)} ({counts})"]]
     if best is not None:
         rows.append([f"best {settings.metric} ({settings.direction})", f"{_value_text(best)}, trial {best.number}"])
-        config = best.user_attrs.get("config") or best.params
+        config = config_of(best) or best.params
         rows.append(["best config", ", ".join(f"{k}={_format_number(v)}" for k, v in config.items())])
     else:
         rows.append([f"best {settings.metric}", "no completed trial yet"])
@@ -147,10 +130,10 @@ def summary_html(study_name: str, trials: list[FrozenTrial], settings: StudySett
 
 def baselines_html(trials: list[FrozenTrial], settings: StudySettings) -> str:
     """Each survey baseline against the best searched (non-baseline) trial, with its compute."""
-    baselines = [t for t in trials if t.user_attrs.get(BASELINE_ATTR)]
+    baselines = [t for t in trials if baseline_of(t)]
     if not baselines:
         return ""
-    searched = _best([t for t in trials if not t.user_attrs.get(BASELINE_ATTR)], settings.direction)
+    searched = _best([t for t in trials if not baseline_of(t)], settings.direction)
     sign = 1 if settings.direction == "maximize" else -1
 
     def row(label: str, trial: FrozenTrial) -> list[str]:
@@ -160,7 +143,7 @@ def baselines_html(trials: list[FrozenTrial], settings: StudySettings) -> str:
         return [label, str(trial.number), trial.state.name.lower(), _value_text(trial), delta,
                 str(epochs_trained(trial)), f"{trial_hours(trial) * 60:.1f}"]
 
-    rows = [row(t.user_attrs[BASELINE_ATTR], t) for t in baselines]
+    rows = [row(baseline_of(t), t) for t in baselines]
     if searched is not None:
         params = ", ".join(f"{k}={_format_number(v)}" for k, v in searched.params.items())
         rows.append(row(f"searched best ({params})", searched))
@@ -186,8 +169,8 @@ def _figure_history(trials: list[FrozenTrial], settings: StudySettings) -> Any:
     for trial in completed:
         running = trial.value if running is None else pick(running, trial.value)
         best_so_far.append(running)
-    searched = [t for t in completed if not t.user_attrs.get(BASELINE_ATTR)]
-    baselines = [t for t in completed if t.user_attrs.get(BASELINE_ATTR)]
+    searched = [t for t in completed if not baseline_of(t)]
+    baselines = [t for t in completed if baseline_of(t)]
     figure = go.Figure()
     figure.add_trace(go.Scattergl(x=[t.number for t in searched], y=[t.value for t in searched], mode="markers",
                                   name="trial", marker={"color": STATE_COLOURS["complete"], "size": 5}))
@@ -195,7 +178,7 @@ def _figure_history(trials: list[FrozenTrial], settings: StudySettings) -> Any:
         figure.add_trace(go.Scattergl(
             x=[t.number for t in baselines], y=[t.value for t in baselines], mode="markers", name="survey baseline",
             marker={"color": STATE_COLOURS["baseline"], "size": 11, "symbol": "star"},
-            text=[t.user_attrs[BASELINE_ATTR] for t in baselines], hovertemplate="%{text}<br>%{y:.4f}"))
+            text=[baseline_of(t) for t in baselines], hovertemplate="%{text}<br>%{y:.4f}"))
     figure.add_trace(go.Scattergl(x=[t.number for t in completed], y=best_so_far, mode="lines", name="best so far",
                                   line={"color": STATE_COLOURS["best"], "shape": "hv"}))
     figure.update_layout(xaxis_title="trial", yaxis_title=settings.metric)
@@ -276,11 +259,11 @@ def _figure_backbones(trials: list[FrozenTrial], settings: StudySettings) -> tup
                                 boxpoints="all" if len(group) <= 200 else "outliers", jitter=0.4, pointpos=0,
                                 marker={"color": STATE_COLOURS["complete"], "size": 4},
                                 line={"color": STATE_COLOURS["complete"]}, showlegend=False))
-    baselines = [t for group in by_backbone.values() for t in group if t.user_attrs.get(BASELINE_ATTR)]
+    baselines = [t for group in by_backbone.values() for t in group if baseline_of(t)]
     if baselines:
         names = {b: f"{b} ({len(g)})" for b, g in by_backbone.items()}
         figure.add_trace(go.Scatter(x=[names[backbone_of(t)] for t in baselines], y=[t.value for t in baselines],
-                                    mode="markers", name="survey baseline", text=[t.user_attrs[BASELINE_ATTR] for t in baselines],
+                                    mode="markers", name="survey baseline", text=[baseline_of(t) for t in baselines],
                                     marker={"color": STATE_COLOURS["baseline"], "size": 12, "symbol": "star"},
                                     hovertemplate="%{text}<br>%{y:.4f}"))
     figure.update_layout(xaxis_title="backbone (completed trials)", yaxis_title=settings.metric)
@@ -290,10 +273,10 @@ def _figure_backbones(trials: list[FrozenTrial], settings: StudySettings) -> tup
 def _curve_trials(trials: list[FrozenTrial], settings: StudySettings) -> list[FrozenTrial]:
     """Which trials get learning curves: baselines, the best, then an even spread of the rest."""
     with_history = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-                    and (t.user_attrs.get("history") or {}).get("loss")]
+                    and history_of(t).get("loss")]
     if len(with_history) <= MAX_CURVE_TRIALS:
         return with_history
-    chosen = {t.number: t for t in with_history if t.user_attrs.get(BASELINE_ATTR)}
+    chosen = {t.number: t for t in with_history if baseline_of(t)}
     completed = [t for t in with_history if t.state == TrialState.COMPLETE and t.value is not None]
     completed.sort(key=lambda t: t.value, reverse=settings.direction == "maximize")
     for trial in completed[:20]:
@@ -318,9 +301,9 @@ def _figure_curves(trials: list[FrozenTrial], settings: StudySettings) -> tuple[
         return None, "no trial has recorded a per-epoch history yet"
     figure = make_subplots(rows=2, cols=2, subplot_titles=[title for _, title in CURVE_PANELS],
                            horizontal_spacing=0.08, vertical_spacing=0.12)
-    groups = (("complete", lambda t: t.state == TrialState.COMPLETE and not t.user_attrs.get(BASELINE_ATTR)),
+    groups = (("complete", lambda t: t.state == TrialState.COMPLETE and not baseline_of(t)),
               ("pruned", lambda t: t.state == TrialState.PRUNED),
-              ("baseline", lambda t: t.state == TrialState.COMPLETE and bool(t.user_attrs.get(BASELINE_ATTR))))
+              ("baseline", lambda t: t.state == TrialState.COMPLETE and bool(baseline_of(t))))
     for index, (key, _) in enumerate(CURVE_PANELS):
         row, col = index // 2 + 1, index % 2 + 1
         for group, belongs in groups:
@@ -332,10 +315,10 @@ def _figure_curves(trials: list[FrozenTrial], settings: StudySettings) -> tuple[
             for trial in chosen:
                 if not belongs(trial):
                     continue
-                series = (trial.user_attrs.get("history") or {}).get(key) or []
+                series = history_of(trial).get(key) or []
                 if not series:
                     continue
-                label = trial.user_attrs.get(BASELINE_ATTR) or f"trial {trial.number}"
+                label = baseline_of(trial) or f"trial {trial.number}"
                 xs += list(range(1, len(series) + 1)) + [None]
                 ys += list(series) + [None]
                 texts += [label] * len(series) + [None]
@@ -370,7 +353,7 @@ def _figure_best_curves(best: FrozenTrial | None) -> tuple[Any, str]:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    history = (best.user_attrs.get("history") or {}) if best else {}
+    history = history_of(best) if best else {}
     if not history.get("loss"):
         return None, "the best trial has no recorded history"
     figure = make_subplots(rows=1, cols=2, subplot_titles=["accuracy", "loss"])
@@ -388,7 +371,7 @@ def _figure_best_curves(best: FrozenTrial | None) -> tuple[Any, str]:
 def _figure_confusion(best: FrozenTrial | None, settings: StudySettings) -> tuple[Any, str]:
     import plotly.graph_objects as go
 
-    matrix = ((best.user_attrs.get("metrics") or {}).get("confusion_matrix")) if best else None
+    matrix = metrics_of(best).get("confusion_matrix") if best else None
     if not matrix:
         return None, "the best trial has no recorded confusion matrix"
     classes = list(settings.fingerprint.get("class_names") or [])
@@ -404,9 +387,9 @@ def _figure_confusion(best: FrozenTrial | None, settings: StudySettings) -> tupl
 def _figure_roc(best: FrozenTrial | None) -> tuple[Any, str]:
     import plotly.graph_objects as go
 
-    metrics = (best.user_attrs.get("metrics") or {}) if best else {}
-    roc = (best.user_attrs.get("roc_curve") or metrics.get("roc_curve")) if best else None
-    if not isinstance(roc, dict) or not roc.get("fpr") or not roc.get("tpr"):
+    metrics = metrics_of(best) if best else {}
+    roc = roc_curve_of(best) if best else None
+    if roc is None:
         return None, ("the best trial has no recorded ROC curve (the `roc_curve` user attribute; "
                       "binary single-split trials record it)")
     auc = metrics.get("auc")

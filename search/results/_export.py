@@ -1,11 +1,11 @@
 """Exported configs: the best trial as YAML (config, metrics, study, trial, data fingerprint,
-versions), and retraining a final model from such a file."""
+versions, and what it says about cross-validation, the threshold and the locked test set),
+written and read back."""
 
 from __future__ import annotations
 
 import os
 import platform
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -14,9 +14,10 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from objectives import DataSpec, ImageDataset, ObjectiveError, TrialConfig, TrialData
+from objectives import ObjectiveError, TrialConfig, parse_objective
 
 from .._errors import MedsweepError, StudyError
+from .._record import config_of, cv_of, metrics_of
 from ..study._study import StudySettings
 
 EXPORT_FORMAT = 1
@@ -47,16 +48,14 @@ def export_best(study: optuna.Study, settings: StudySettings) -> dict[str, Any]:
     trial = best_trial(study)
     document = {
         "medsweep_export": EXPORT_FORMAT,
-        "config": trial.user_attrs["config"],
-        "metrics": trial.user_attrs.get("metrics", {}),
+        "config": config_of(trial),
+        "metrics": metrics_of(trial),
         "objective": {"metric": settings.metric, "direction": settings.direction, "value": trial.value},
         "study": study.study_name,
         "trial": trial.number,
         "data": {**settings.data.to_dict(), "fingerprint": settings.fingerprint},
         "versions": package_versions(),
     }
-    from ._trust import trust_sections
-
     document.update(trust_sections(trial, settings))
     return document
 
@@ -77,6 +76,27 @@ def check_output_path(path: str | Path, option: str, *, suffix: str | None = Non
                 raise MedsweepError(f"{option} {path}: folder {parent} is not writable; choose another path")
             break
     return path
+
+
+def trust_sections(trial: optuna.trial.FrozenTrial, settings: StudySettings) -> dict[str, Any]:
+    """The export's `cv`, `threshold` and `test` sections for the best trial."""
+    sections: dict[str, Any] = {}
+    cv = cv_of(trial)
+    if cv is not None:
+        sections["cv"] = cv
+    target = parse_objective(settings.metric)[2]
+    metrics = metrics_of(trial)
+    if target is not None and metrics.get(f"{settings.metric} threshold") is not None:
+        where = (f"the mean over the {metrics.get('folds')} validation folds" if settings.data.cv
+                 else "the validation split")
+        sections["threshold"] = {
+            "value": metrics[f"{settings.metric} threshold"], "target_specificity": target,
+            "chosen_on": f"{where} of trial {trial.number}; never on test data",
+        }
+    if settings.data.has_test_split:
+        sections["test"] = {"locked": True, "measured": False,
+                            "note": "no trial saw these images; `medsweep train --final` measures them once"}
+    return sections
 
 
 def write_export(document: dict[str, Any], path: str | Path) -> Path:
@@ -105,53 +125,3 @@ def read_export(path: str | Path) -> tuple[TrialConfig, dict[str, Any]]:
         return TrialConfig.from_dict(raw), document
     except ObjectiveError as error:
         raise MedsweepError(f"config file {path}: {error}") from None
-
-
-@dataclass
-class TrainedModel:
-    path: Path
-    metrics: dict[str, Any]
-    history: dict[str, list[float]]
-    notes: list[str]
-
-
-def train_from_export(export_path: str | Path, data_dir: str, output: str | Path, *,
-                      val_dir: str | None = None, verbose: int = 0) -> TrainedModel:
-    """Retrain an exported config on `data_dir` (all of it, or validated on `val_dir`) and save it."""
-    from objectives import save_model, train_trial
-
-    config, document = read_export(export_path)
-    # The study's decoding (window) and skip choice, so the model sees pixels as the trials did.
-    spec = DataSpec(data_dir=data_dir, val_dir=val_dir, **DataSpec.reading_options(document.get("data") or {}))
-    dataset = ImageDataset.open(spec)
-    notes: list[str] = [dataset.unread_report()] if dataset.unread_report() else []
-    if (document.get("test") or {}).get("locked"):
-        notes.append("the study locked a test split; this trains on every image in --data, test images "
-                     "included; use --final to keep them out and measure them once")
-    exported_data = document.get("data", {}).get("fingerprint")
-    if exported_data:
-        if list(exported_data["class_names"]) != list(dataset.class_names):
-            raise MedsweepError(
-                f"the data's classes {list(dataset.class_names)} differ from the exported study's "
-                f"{exported_data['class_names']}; train on data with the same class folders"
-            )
-        if exported_data["content_hash"] != dataset.fingerprint["content_hash"]:
-            notes.append("the images differ from the ones the study searched on (fingerprint changed)")
-    size = config.resolved_image_size
-    if val_dir:
-        data = dataset.arrays(size)
-    else:
-        images, labels = dataset.all_arrays(size)
-        data = TrialData(dataset.class_names, images, labels, images[:0], labels[:0])
-    result = train_trial(config, data, keep_model=True, verbose=verbose)
-    model_metadata = {
-        "class_names": list(dataset.class_names),
-        "config": config.to_dict(),
-        "fingerprint": dataset.fingerprint,
-        "trained_on": data_dir,
-        "validation_metrics": result.metrics,
-        "source": {k: document.get(k) for k in ("study", "trial", "objective") if k in document},
-        "versions": package_versions(),
-    }
-    path = save_model(result.model, output, model_metadata)
-    return TrainedModel(path, result.metrics, result.history, notes)

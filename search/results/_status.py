@@ -7,6 +7,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from .._record import cv_interval, epochs_trained, fail_reason_of, retry_history
+
 
 def _format_value(value: Any) -> str:
     if isinstance(value, float):
@@ -14,32 +16,32 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
-def _interval(cv: dict[str, Any] | None) -> str:
+def _interval(trial: optuna.trial.FrozenTrial) -> str:
     """A cross-validated trial's 95% interval and fold count, e.g. `[0.71, 0.83] 10 folds`."""
-    if not cv or cv.get("ci95", [None])[0] is None:
+    interval = cv_interval(trial)
+    if interval is None:
         return ""
-    low, high = cv["ci95"]
-    return f"[{low:.3f}, {high:.3f}] {len(cv.get('folds', []))} folds"
+    low, high, folds = interval
+    return f"[{low:.3f}, {high:.3f}] {folds} folds"
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, str]]:
+    """One row of strings per trial, in trial order."""
     rows = []
     trials = study.get_trials(deepcopy=False)
     # A trial a worker lost (killed, stopped) is retried as a later trial: say which one.
-    retried_as = {t.system_attrs["retry_history"][-1]: t.number for t in trials if t.system_attrs.get("retry_history")}
+    retried_as = {retry_history(t)[-1]: t.number for t in trials if retry_history(t)}
     for trial in trials:
         duration = trial.duration.total_seconds() if trial.duration else None
-        # Epochs trained come from the recorded curves: with cross-validation the intermediate
-        # values are per fold, not per epoch.
-        epochs = len(trial.user_attrs.get("history", {}).get("loss", [])) or len(trial.intermediate_values)
-        note = trial.user_attrs.get("fail_reason", "") if trial.state == TrialState.FAIL else ""
+        epochs = epochs_trained(trial)
+        note = fail_reason_of(trial) if trial.state == TrialState.FAIL else ""
         if trial.number in retried_as:
             note = f"{note}; retried as trial {retried_as[trial.number]}" if note else f"retried as trial {retried_as[trial.number]}"
         rows.append({
             "trial": str(trial.number),
             "state": trial.state.name,
             "value": "" if trial.value is None else f"{trial.value:.4f}",
-            "95% CI": _interval(trial.user_attrs.get("cv")),
+            "95% CI": _interval(trial),
             "epochs": str(epochs) if epochs else "",
             "seconds": "" if duration is None else f"{duration:.1f}",
             "params": " ".join(f"{k}={_format_value(v)}" for k, v in trial.params.items()),
@@ -70,7 +72,7 @@ def status_report(study: optuna.Study, metric: str) -> str:
     if completed:
         best = study.best_trial
         params = ", ".join(f"{k}={_format_value(v)}" for k, v in best.params.items())
-        interval = _interval(best.user_attrs.get("cv"))
+        interval = _interval(best)
         interval = f", 95% CI {interval}" if interval else ""
         lines.append(f"best: trial {best.number}, {metric} {best.value:.4f}{interval} ({params})")
     return "\n".join(lines)

@@ -10,12 +10,16 @@ from typing import Any
 
 import optuna
 
-from objectives import DEFAULT_CONFIG
+from objectives import DEFAULT_CONFIG, DataSpec
 
 from .._errors import SpaceError, StudyError
+from .._record import BASELINE, baseline_of
+from ._data import describe_dataset
+from ._intensity import apply_intensity
 from ._space import SURVEY_BACKBONES, Categorical, Fixed, Range, SearchSpace
+from ._study import create_study, load_study, study_exists
 
-BASELINE_ATTR = "baseline"
+BASELINE_ATTR = BASELINE  # kept for importers of the old name
 SURVEY_SETTINGS = ((1e-4, 20), (1e-5, 40))  # (learning rate, epochs): the template and the "improved" run
 SURVEY_BATCH_SIZE = 5
 # The template's head and augmentation: a searched parameter among these is pinned to the template value.
@@ -128,48 +132,14 @@ def enqueue_baselines(study: optuna.Study, space: SearchSpace) -> list[str]:
     """Enqueue the baselines the study does not hold yet (running `paper` twice adds nothing);
     returns the labels enqueued."""
     check_admits_baselines(study.study_name, space)
-    present = {t.user_attrs.get(BASELINE_ATTR) for t in study.get_trials(deepcopy=False)}
+    present = {baseline_of(t) for t in study.get_trials(deepcopy=False)}
     enqueued = []
     for baseline in survey_baselines():
         if baseline.label in present:
             continue
-        study.enqueue_trial(baseline_params(space, baseline), user_attrs={BASELINE_ATTR: baseline.label})
+        study.enqueue_trial(baseline_params(space, baseline), user_attrs={BASELINE: baseline.label})
         enqueued.append(baseline.label)
     return enqueued
-
-
-class BaselineSparingPruner(optuna.pruners.BasePruner):
-    """Never prunes a baseline trial: the survey's runs are the yardstick, so each trains its
-    full epoch count; every other trial goes to the study's own pruner."""
-
-    def __init__(self, pruner: optuna.pruners.BasePruner) -> None:
-        self.pruner = pruner
-
-    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
-        if trial.user_attrs.get(BASELINE_ATTR):
-            return False
-        return self.pruner.prune(study, trial)
-
-
-class BaselineSparingHyperband(optuna.pruners.HyperbandPruner):
-    """Hyperband that never prunes a baseline trial. A subclass rather than a wrapper, because
-    Optuna's samplers look for Hyperband by type to sample within its brackets."""
-
-    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
-        if trial.user_attrs.get(BASELINE_ATTR):
-            return False
-        return super().prune(study, trial)
-
-
-def spare_baselines(pruner: optuna.pruners.BasePruner) -> optuna.pruners.BasePruner:
-    """`pruner`, made to let baseline trials run to the end."""
-    if isinstance(pruner, optuna.pruners.NopPruner):
-        return pruner
-    if isinstance(pruner, optuna.pruners.HyperbandPruner):
-        from ._study import HYPERBAND_SETTINGS
-
-        return BaselineSparingHyperband(**HYPERBAND_SETTINGS)
-    return BaselineSparingPruner(pruner)
 
 
 @dataclass
@@ -177,25 +147,42 @@ class PaperResult:
     study: optuna.Study
     created: bool
     enqueued: list[str]
+    data: str = ""  # what `create` would say about the data, for a study created here
+    intensity_note: str | None = None  # `create`'s grey-level warning, for a study created here
 
 
-def run_paper(storage: Any, name: str, *, data_dir: str | None, space: SearchSpace | None = None,
-              metric: str = "auc", pruner: str = "median") -> PaperResult:
+def run_paper(storage: Any, name: str, *, data: DataSpec | None, space: SearchSpace | None = None,
+              metric: str = "auc", pruner: str = "median", intensity: str | None = None) -> PaperResult:
     """Put the survey's ten configurations first in a study, creating the study (with the space
-    widened for them) when it does not exist; an existing study keeps its own space."""
-    from pathlib import Path
-
-    from objectives import DataSpec, ImageDataset
-
-    from ._study import create_study, load_study, study_exists
+    widened for them, and the same data, splits and folds `create` would use) when it does not
+    exist; an existing study keeps its own space and data."""
+    from objectives import ImageDataset
 
     if study_exists(storage, name):
         study, settings = load_study(storage, name)
+        if data is not None:
+            _check_same_data(name, settings.data, data)
         return PaperResult(study, False, enqueue_baselines(study, settings.search_space))
-    if not data_dir:
-        raise StudyError(f"study {name!r} does not exist yet; pass --data DIR to create it on a data folder")
-    widened = admit_baselines(space or SearchSpace.default())
-    dataset = ImageDataset.open(DataSpec(str(Path(data_dir).expanduser().resolve())))
-    dataset.check_decodable()
+    if data is None:
+        raise StudyError(f"study {name!r} does not exist yet; pass --data DIR (or --manifest FILE.csv) to create it")
+    dataset = ImageDataset.open(data)
+    # The same grey-level verdict `create` gives (an --intensity choice joins the space).
+    space, note = apply_intensity(dataset.check_decodable(), space or SearchSpace.default(), intensity)
+    widened = admit_baselines(space)
     study = create_study(storage, name, dataset, widened, metric=metric, pruner=pruner)
-    return PaperResult(study, True, enqueue_baselines(study, widened))
+    return PaperResult(study, True, enqueue_baselines(study, widened), describe_dataset(dataset), note)
+
+
+def _check_same_data(name: str, stored: DataSpec, asked: DataSpec) -> None:
+    """Data options for an existing study must describe its data: the baselines are judged on
+    the study's own splits, which a different option would silently not change."""
+    stored_values, asked_values = stored.to_dict(), asked.to_dict()
+    differ = [key for key in asked_values if asked_values[key] != stored_values.get(key)]
+    if differ:
+        def shown(values: dict[str, Any]) -> str:
+            return " ".join(f"--{key.replace('_', '-')} {values.get(key)}" for key in differ)
+
+        raise StudyError(
+            f"study {name!r} was created with {shown(stored_values)}, not {shown(asked_values)}; its data and "
+            "splits are fixed, so leave out the data options or use a new study name"
+        )

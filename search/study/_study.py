@@ -3,7 +3,6 @@ space, objective, pruner), and loading them back with the right sampler and prun
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,36 +13,16 @@ from storage import describe_storage
 
 from .._errors import StudyError
 from ._space import SearchSpace
+from ._strategy import HYPERBAND_SETTINGS, PRUNERS, make_pruner, make_sampler, spare_baselines
 
-PRUNERS = ("median", "hyperband", "none")
+__all__ = ["HYPERBAND_SETTINGS", "METRICS", "PRUNERS", "SETTINGS_KEY", "StudySettings", "create_study",
+           "load_study", "make_pruner", "make_sampler", "study_exists"]
+
 METRICS = tuple(METRIC_DIRECTIONS)
 SETTINGS_KEY = "medsweep"
 # Each file's short content hash, so a changed data folder can be reported file by file.
 FILES_KEY = "medsweep_files"
 MAX_LISTED_FILES = 50_000  # about 4 MB of JSON; above, a change is reported by count only
-
-
-HYPERBAND_SETTINGS = {"min_resource": 1, "reduction_factor": 3}
-
-
-def make_pruner(name: str) -> optuna.pruners.BasePruner:
-    """MedianPruner stops a trial below the median of earlier trials at the same epoch; it
-    waits for 2 finished trials and 1 epoch, because medical studies are short and costly."""
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(**HYPERBAND_SETTINGS)
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    raise StudyError(f"unknown pruner {name!r}; choose one of: {', '.join(PRUNERS)}")
-
-
-def make_sampler(seed: int | None = None) -> optuna.samplers.BaseSampler:
-    """TPE with constant liar, so parallel workers do not all sample near the same point."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
-                                          n_startup_trials=5)
 
 
 @dataclass(frozen=True)
@@ -154,8 +133,7 @@ def load_study(storage: Any, name: str, *, sampler_seed: int | None = None) -> t
     if not raw:
         raise StudyError(f"study {name!r} was not created by medsweep (no settings stored); create one with `medsweep create`")
     settings = StudySettings.from_dict(raw)
-    from ._paper import spare_baselines  # survey baselines (`medsweep paper`) always train to the end
-
+    # Survey baselines (`medsweep paper`) always train to the end.
     study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(sampler_seed),
                               pruner=spare_baselines(make_pruner(settings.pruner)))
     return study, settings

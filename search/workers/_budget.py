@@ -13,7 +13,8 @@ from typing import Any, Iterable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-_RETRY_HISTORY = "retry_history"  # system attribute RetryHeartbeatStaleTrialCallback writes
+from .._record import CONFIG, retry_history
+
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -21,7 +22,7 @@ def retried_numbers(trials: Iterable[FrozenTrial]) -> set[int]:
     """Numbers of trials that were handed to a retry (some later trial names them)."""
     numbers: set[int] = set()
     for trial in trials:
-        numbers.update(trial.system_attrs.get(_RETRY_HISTORY, ()))
+        numbers.update(retry_history(trial))
     return numbers
 
 
@@ -58,7 +59,7 @@ class RetryTrial:
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         trimmed = copy.deepcopy(trial)
-        trimmed.user_attrs = {k: v for k, v in trial.user_attrs.items() if k == "config"}
+        trimmed.user_attrs = {k: v for k, v in trial.user_attrs.items() if k == CONFIG}
         self._retry(study, trimmed)
 
 

@@ -22,6 +22,7 @@ from storage import StorageError, storage_lock
 
 from ._budget import RetryTrial, counts_towards_budget, retried_numbers
 from .._errors import WorkerError
+from .._record import FAIL_REASON, WORKER, fail_reason_of, retried_from, worker_of
 from ._progress import Progress, StudyProgress, study_progress
 
 _logger = logging.getLogger("medsweep.worker")
@@ -33,7 +34,7 @@ HARD_STOP_SECONDS = 8.5
 WAIT_POLL_SECONDS = 2.0
 
 
-WORKER_ATTR = "medsweep:worker"  # trial system attribute: which process ran (or runs) the trial
+WORKER_ATTR = WORKER  # trial system attribute: which process ran (or runs) the trial
 
 
 def worker_name() -> str:
@@ -185,8 +186,8 @@ def _fail_stale_trials(study: optuna.Study, storage: Any) -> None:
     failed = []
     for trial_id in cached._get_stale_trial_ids(study._study_id):
         try:
-            worker = cached.get_trial(trial_id).system_attrs.get(WORKER_ATTR, "its worker")
-            cached.set_trial_user_attr(trial_id, "fail_reason",
+            worker = worker_of(cached.get_trial(trial_id), "its worker")
+            cached.set_trial_user_attr(trial_id, FAIL_REASON,
                                        f"no heartbeat for over {grace} s from {worker}: the worker died or "
                                        "lost the database")
             if cached.set_trial_state_values(trial_id, state=TrialState.FAIL):
@@ -265,7 +266,7 @@ def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: i
         waiting_for = -1
 
         frozen = study._storage.get_trial(trial._trial_id)
-        retry_of = frozen.system_attrs.get("failed_trial")
+        retry_of = retried_from(frozen)
         progress.trial_started(trial.number, frozen.params, snapshot(), retry_of)
         outcome = _run_one(study, storage, trial, objective, stop)
         note = ""
@@ -290,7 +291,7 @@ def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: i
             break
         consecutive_failures = consecutive_failures + 1 if final.state == TrialState.FAIL and not note else 0
         if consecutive_failures >= max_consecutive_failures:
-            reason = final.user_attrs.get("fail_reason", "see the worker log")
+            reason = fail_reason_of(final) or "see the worker log"
             raise WorkerError(
                 f"{consecutive_failures} trials in a row failed (last, trial {final.number}: {reason}); "
                 "fix the cause and start the worker again (`medsweep status` lists each reason)"
@@ -338,7 +339,7 @@ def _hand_back(study: optuna.Study, storage: Any, trial: optuna.Trial, retry: Re
     name = signal.Signals(stop.signal_number).name if stop.signal_number else "a stop request"
     with _lock(storage, lock_name):
         try:
-            trial.set_user_attr("fail_reason", f"interrupted by {name}; handed back for a retry")
+            trial.set_user_attr(FAIL_REASON, f"interrupted by {name}; handed back for a retry")
             study.tell(trial, state=TrialState.FAIL)
         except UpdateFinishedTrialError:
             return study._storage.get_trial(trial._trial_id)

@@ -11,22 +11,12 @@ import optuna
 
 from objectives import ImageDataset, classification_metrics, parse_objective, roc_curve_points
 
+from .._record import HISTORY_KEYS, TrialRecord, describe_exception
 from ..study._study import StudySettings
 
 # The Keras log each objective is pruned on (balanced accuracy has no per-epoch Keras metric).
 PRUNING_MONITOR = {"auc": "val_auc", "accuracy": "val_accuracy", "loss": "val_loss",
                    "balanced_accuracy": "val_accuracy"}
-HISTORY_KEYS = ("loss", "val_loss", "accuracy", "val_accuracy", "auc", "val_auc")
-
-
-def _history_record(history: dict[str, list[float]]) -> dict[str, list[float]]:
-    return {key: [round(v, 6) for v in history.get(key, [])] for key in HISTORY_KEYS}
-
-
-def describe_exception(error: BaseException) -> str:
-    """One line for a failed trial's `fail_reason`."""
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"[:500]
 
 
 class TrialObjective:
@@ -41,36 +31,37 @@ class TrialObjective:
         self.target_specificity = parse_objective(settings.metric)[2]
 
     def __call__(self, trial: optuna.Trial) -> float:
-        from optuna_integration.keras import KerasPruningCallback
-
+        # objectives first: it loads TensorFlow quietly, optuna-integration would load it loudly.
         from objectives import EpochHistory, train_trial
+        from optuna_integration.keras import KerasPruningCallback
 
         if self.settings.data.cv:
             return self._cross_validate(trial)
         recorder = EpochHistory()
+        record = TrialRecord(trial)
         try:
             config = self.space.suggest(trial)
-            trial.set_user_attr("config", config.to_dict())
+            record.config(config.to_dict())
             data = self.dataset.arrays(config.resolved_image_size)
             pruning = KerasPruningCallback(trial, PRUNING_MONITOR.get(self.settings.metric, "val_auc"))
             result = train_trial(config, data, [recorder, pruning, *self.callbacks])
             result.metrics = self._measure(result, data)
         except optuna.TrialPruned:
-            trial.set_user_attr("history", _history_record(recorder.history))
+            record.history(recorder.history)
             raise
         except Exception as error:
-            trial.set_user_attr("history", _history_record(recorder.history))
-            trial.set_user_attr("fail_reason", describe_exception(error))
+            record.history(recorder.history)
+            record.fail_reason(describe_exception(error))
             raise
-        trial.set_user_attr("history", _history_record(result.history))
-        trial.set_user_attr("metrics", result.metrics)
+        record.history(result.history)
+        record.metrics(result.metrics)
         roc = roc_curve_points(data.y_val, result.outputs)  # drawn by `medsweep report`
         if roc is not None:
-            trial.set_user_attr("roc_curve", roc)
+            record.roc_curve(roc)
         value = result.metrics.get(self.settings.metric)
         if value is None:
             reason = f"metric {self.settings.metric} is undefined on this validation set"
-            trial.set_user_attr("fail_reason", reason)
+            record.fail_reason(reason)
             raise ValueError(reason)
         return float(value)
 
@@ -90,9 +81,10 @@ class TrialObjective:
         metric = self.settings.metric
         folds = _FoldRecord(bounded=self.settings.direction == "maximize")
         recorder = None
+        record = TrialRecord(trial)
         try:
             config = self.space.suggest(trial)
-            trial.set_user_attr("config", config.to_dict())
+            record.config(config.to_dict())
             for step, data in enumerate(self.dataset.folds(config.resolved_image_size)):
                 recorder = EpochHistory()
                 result = train_trial(config, data, [recorder, *self.callbacks])
@@ -113,7 +105,7 @@ class TrialObjective:
             if recorder is not None:
                 folds.histories.append(recorder.history)
             folds.write(trial)
-            trial.set_user_attr("fail_reason", describe_exception(error))
+            record.fail_reason(describe_exception(error))
             raise
         return float(folds.write(trial)["mean"])
 
@@ -138,12 +130,13 @@ class _FoldRecord:
     def write(self, trial: optuna.Trial) -> dict[str, Any]:
         from objectives import cv_summary
 
-        trial.set_user_attr("history", _history_record(_mean_history(self.histories)))
+        record = TrialRecord(trial)
+        record.history(_mean_history(self.histories))
         if not self.values:
             return {}
         summary = cv_summary(self.values, float(np.mean(self.shares)), (0.0, 1.0) if self.bounded else (0.0, math.inf))
-        trial.set_user_attr("cv", summary)
-        trial.set_user_attr("metrics", _mean_metrics(self.metrics))
+        record.cv(summary)
+        record.metrics(_mean_metrics(self.metrics))
         return summary
 
 

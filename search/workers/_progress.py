@@ -12,6 +12,8 @@ from typing import Any, TextIO
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from .._record import fail_reason_of
+
 
 
 def format_seconds(seconds: float) -> str:
@@ -142,7 +144,7 @@ class Progress:
     def trial_finished(self, trial: FrozenTrial, snapshot: StudyProgress, note: str = "") -> None:
         seconds = time.monotonic() - self._trial_started
         value = "" if trial.value is None else f" {trial.value:.4f}"
-        reason = trial.user_attrs.get("fail_reason") if trial.state == TrialState.FAIL else None
+        reason = (fail_reason_of(trial) or None) if trial.state == TrialState.FAIL else None
         text = f"trial {trial.number} {trial.state.name.lower()}{value} in {format_seconds(seconds)}"
         if note or reason:
             text += f" ({note or reason})"

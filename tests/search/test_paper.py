@@ -114,3 +114,29 @@ def test_admit_baselines_leaves_an_admitting_space_alone() -> None:
     widened = admit_baselines(narrow).spec
     assert widened["learning_rate"] == {"low": 1e-5, "high": 1e-2, "log": True}
     assert widened["epochs"] == [20, 30, 40]
+
+
+def test_paper_takes_creates_data_and_split_options(tmp_path: Path, image_folder: Path) -> None:
+    """The baselines are judged on the same splits and folds as the search: paper builds the
+    study's data exactly as create would, and refuses options an existing study does not have."""
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    runner = CliRunner()
+    options = ["--data", str(image_folder), "--cv", "3", "--test-fraction", "0.25", "--split-seed", "7"]
+    result = runner.invoke(main, ["paper", "cv", *options, "--storage", url])
+    assert result.exit_code == 0, result.output
+    assert "test" in result.output.splitlines()[0]  # create's description of the data and splits
+    _, settings = load_study(open_storage(url), "cv")
+    assert (settings.data.cv, settings.data.test_fraction, settings.data.split_seed) == (3, 0.25, 7)
+    assert settings.data.data_dir == str(image_folder.resolve())
+
+    # The same options again are fine (nothing new to enqueue); other ones are one-line errors.
+    again = runner.invoke(main, ["paper", "cv", *options, "--storage", url])
+    assert again.exit_code == 0 and "already holds all ten" in again.output
+    changed = runner.invoke(main, ["paper", "cv", *options[:-2], "--cv", "5", "--split-seed", "7", "--storage", url])
+    assert changed.exit_code == 1
+    assert changed.output.startswith("error: study 'cv' was created with --cv 3, not --cv 5;")
+    assert changed.output.count("\n") == 1
+    assert len(load_study(open_storage(url), "cv")[0].get_trials()) == 10
+
+    bad = runner.invoke(main, ["paper", "new", "--cv", "4", "--storage", url])
+    assert bad.exit_code == 1 and "pass --data FOLDER" in bad.output

@@ -18,6 +18,7 @@ from search.cli import main
 from storage import open_storage
 
 from ..conftest import write_image_folder
+from .test_first_contact import NOISE
 
 WORKFLOW_SPACE = """\
 backbone: VGG19
@@ -50,6 +51,8 @@ def test_create_two_workers_export_train_predict(storage_url: str, image_folder:
                for _ in range(2)]
     outputs = [w.communicate(timeout=600) for w in workers]
     assert all(w.returncode == 0 for w in workers), outputs
+    # First contact stays clean: no TensorFlow/absl/CUDA start-up lines, no Optuna INFO lines.
+    assert not any(NOISE.search(err) for _, err in outputs), outputs
 
     study = optuna.load_study(study_name="wf", storage=open_storage(storage_url))
     trials = study.get_trials()
@@ -84,10 +87,12 @@ def test_create_two_workers_export_train_predict(storage_url: str, image_folder:
     model = tmp_path / "model.keras"
     trained = medsweep("train", str(best), "--data", str(image_folder), "-o", str(model))
     assert trained.returncode == 0, trained.stderr
+    assert not NOISE.search(trained.stderr), trained.stderr
     assert model.is_file()
     images = sorted((image_folder / "abdomen").iterdir())[:2]
     predicted = medsweep("predict", str(model), *map(str, images))
     assert predicted.returncode == 0, predicted.stderr
+    assert not NOISE.search(predicted.stderr), predicted.stderr
     lines = predicted.stdout.strip().splitlines()
     assert len(lines) == 2
     for line, image in zip(lines, images):

@@ -1,0 +1,160 @@
+"""The trial record: every attribute name a medsweep trial carries, the writer the objective
+uses and the readers status, report, export and the workers use, so each rule lives once."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
+# User attributes (shown by optuna-dashboard); their names are part of stored studies, never rename.
+CONFIG = "config"  # the full TrialConfig as a dict
+HISTORY = "history"  # {"loss": [...], "val_loss": [...], ...}, one value per epoch
+METRICS = "metrics"  # final validation metrics (fold means when cross-validated)
+CV = "cv"  # {"mean", "std", "ci95": [low, high], "folds": [...]} when cross-validated
+FAIL_REASON = "fail_reason"  # one line on a failed trial
+ROC_CURVE = "roc_curve"  # {"fpr": [...], "tpr": [...]} of a binary single-split trial
+BASELINE = "baseline"  # the survey baseline's label on a trial `medsweep paper` enqueued
+
+# System attributes (not shown to users).
+WORKER = "medsweep:worker"  # which process ran (or runs) the trial
+RETRY_HISTORY = "retry_history"  # Optuna's: numbers of the trials this one retries
+FAILED_TRIAL = "failed_trial"  # Optuna's: the id of the trial this one retries
+
+HISTORY_KEYS = ("loss", "val_loss", "accuracy", "val_accuracy", "auc", "val_auc")
+
+
+# ---------------------------------------------------------------------------------------------
+# Readers: each takes a FrozenTrial (or anything with user_attrs / system_attrs) and never fails
+# on an old or partial record.
+
+
+def config_of(trial: FrozenTrial) -> dict[str, Any]:
+    """The trial's TrialConfig as a dict (empty before the objective sampled it)."""
+    return dict(trial.user_attrs.get(CONFIG) or {})
+
+
+def history_of(trial: FrozenTrial) -> dict[str, list[float]]:
+    """Per-epoch curves (fold means per epoch when cross-validated)."""
+    history = trial.user_attrs.get(HISTORY) or {}
+    # The stored lists themselves, not copies: the report reads 10,000 trials' curves.
+    return {key: values for key, values in history.items() if isinstance(values, list)}
+
+
+def metrics_of(trial: FrozenTrial) -> dict[str, Any]:
+    """Final validation metrics."""
+    return dict(trial.user_attrs.get(METRICS) or {})
+
+
+def cv_of(trial: FrozenTrial) -> dict[str, Any] | None:
+    """The cross-validation summary, or None for a single-split trial."""
+    cv = trial.user_attrs.get(CV)
+    return cv if isinstance(cv, dict) else None
+
+
+def cv_interval(trial: FrozenTrial) -> tuple[float, float, int] | None:
+    """(low, high, folds) of the cross-validated 95% interval, or None when there is none."""
+    cv = cv_of(trial)
+    ci95 = cv.get("ci95") if cv else None
+    if not isinstance(ci95, (list, tuple)) or len(ci95) != 2 or ci95[0] is None:
+        return None
+    folds = cv.get("folds") if cv else None
+    return float(ci95[0]), float(ci95[1]), len(folds) if isinstance(folds, list) else 0
+
+
+def fail_reason_of(trial: FrozenTrial) -> str:
+    return str(trial.user_attrs.get(FAIL_REASON) or "")
+
+
+def roc_curve_of(trial: FrozenTrial) -> dict[str, list[float]] | None:
+    """The ROC points (older records kept them inside `metrics`)."""
+    roc = trial.user_attrs.get(ROC_CURVE) or metrics_of(trial).get(ROC_CURVE)
+    return roc if isinstance(roc, dict) and roc.get("fpr") and roc.get("tpr") else None
+
+
+def baseline_of(trial: FrozenTrial) -> str:
+    """The survey baseline's label, or '' for a searched trial."""
+    return str(trial.user_attrs.get(BASELINE) or "")
+
+
+def worker_of(trial: FrozenTrial, default: str = "") -> str:
+    return str(trial.system_attrs.get(WORKER) or default)
+
+
+def retried_from(trial: FrozenTrial) -> int | None:
+    """The trial id this trial retries (Optuna's `failed_trial`), if it is a retry."""
+    return trial.system_attrs.get(FAILED_TRIAL)
+
+
+def retry_history(trial: FrozenTrial) -> list[int]:
+    """Numbers of the earlier trials this one retries, oldest first."""
+    return list(trial.system_attrs.get(RETRY_HISTORY) or [])
+
+
+def is_cross_validated(trial: FrozenTrial) -> bool:
+    return CV in trial.user_attrs or "folds" in metrics_of(trial)
+
+
+def epochs_trained(trial: FrozenTrial) -> int:
+    """Epochs a trial ran, counted one way everywhere: its longest recorded curve. Records
+    without curves fall back to the intermediate values, which are per epoch except when the
+    trial was cross-validated (then they are per fold and say nothing about epochs)."""
+    lengths = [len(values) for values in history_of(trial).values()]
+    if lengths:
+        return max(lengths)
+    return 0 if is_cross_validated(trial) else len(trial.intermediate_values)
+
+
+def epochs_planned(trial: FrozenTrial) -> int | None:
+    epochs = config_of(trial).get("epochs", trial.params.get("epochs"))
+    return int(epochs) if isinstance(epochs, (int, float)) else None
+
+
+def backbone_of(trial: FrozenTrial) -> str:
+    return str(trial.params.get("backbone") or config_of(trial).get("backbone", "?"))
+
+
+def objective_steps(trial: FrozenTrial) -> tuple[str, dict[int, float]]:
+    """The intermediate objective values and what a step is: 'fold' or 'epoch'."""
+    return ("fold" if is_cross_validated(trial) else "epoch"), dict(trial.intermediate_values)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writer: the objective writes the record through this, nothing else does.
+
+
+def history_record(history: Mapping[str, list[float]]) -> dict[str, list[float]]:
+    """The stored form of a history: the known curves, rounded to 6 digits."""
+    return {key: [round(float(v), 6) for v in history.get(key, [])] for key in HISTORY_KEYS}
+
+
+class TrialRecord:
+    """Writes one running trial's record (an `optuna.Trial`, or anything with set_user_attr)."""
+
+    def __init__(self, trial: Any) -> None:
+        self.trial = trial
+
+    def config(self, config: Mapping[str, Any]) -> None:
+        self.trial.set_user_attr(CONFIG, dict(config))
+
+    def history(self, history: Mapping[str, list[float]]) -> None:
+        self.trial.set_user_attr(HISTORY, history_record(history))
+
+    def metrics(self, metrics: Mapping[str, Any]) -> None:
+        self.trial.set_user_attr(METRICS, dict(metrics))
+
+    def cv(self, summary: Mapping[str, Any]) -> None:
+        self.trial.set_user_attr(CV, dict(summary))
+
+    def roc_curve(self, roc: Mapping[str, list[float]]) -> None:
+        self.trial.set_user_attr(ROC_CURVE, dict(roc))
+
+    def fail_reason(self, reason: str) -> None:
+        self.trial.set_user_attr(FAIL_REASON, reason[:500])
+
+
+def describe_exception(error: BaseException) -> str:
+    """One line for a failed trial's `fail_reason`."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:500]
