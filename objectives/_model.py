@@ -167,9 +167,10 @@ def set_trial_state(model: Any, config: TrialConfig, head: dict[str, list[np.nda
         set_head_weights(model, head)
     model.get_layer("dropout").reset(config.dropout, config.seed)
     optimizer = model.optimizer
-    if int(optimizer.iterations):  # a reused model: zero the step count and moments (an unused
-        # one is fresh already, and a mixed-precision loss scale must keep its start value)
-        for variable in optimizer.variables:
+    # Adam itself, inside a mixed-precision LossScaleOptimizer, whose loss scale must not be zeroed.
+    adam = getattr(optimizer, "inner_optimizer", optimizer)
+    if int(adam.iterations):  # a reused model: zero the step count and moments (a new one has them at zero)
+        for variable in adam.variables:
             variable.assign(np.zeros(variable.shape, dtype=variable.dtype))
     optimizer.learning_rate = config.learning_rate
 
