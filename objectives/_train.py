@@ -19,6 +19,7 @@ from ._data import TrialData, decode_image
 from ._errors import DataError
 from ._keras import import_keras
 from ._metrics import class_probabilities, classification_metrics
+from ._model import TrialPlan
 
 _METADATA_ENTRY = "medsweep.json"
 
@@ -85,7 +86,7 @@ def make_dataset(inputs: np.ndarray, labels: np.ndarray, num_classes: int, batch
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def fit_and_measure(model: Any, config: TrialConfig, plan: Any, x_train: np.ndarray, y_train: np.ndarray,
+def fit_and_measure(model: Any, config: TrialConfig, plan: TrialPlan, x_train: np.ndarray, y_train: np.ndarray,
                     x_val: np.ndarray, y_val: np.ndarray, class_names: Sequence[str],
                     callbacks: Sequence[Any] = (), *, verbose: int = 0,
                     ) -> tuple[dict[str, list[float]], dict[str, Any], np.ndarray | None]:
@@ -144,7 +145,7 @@ def train_trial(config: TrialConfig, data: TrialData, callbacks: Sequence[Any] =
                           cache_dir=feature_cache_dir, jit_compile=jit_compile, initial_head=head)[0]
 
 
-def _train_planned(config: TrialConfig, plan: Any, data: TrialData, callbacks: Sequence[Any], *, verbose: int,
+def _train_planned(config: TrialConfig, plan: TrialPlan, data: TrialData, callbacks: Sequence[Any], *, verbose: int,
                    keep_model: bool, cache_dir: str | Path | None, jit_compile: bool | None,
                    initial_head: dict[str, list[np.ndarray]] | None) -> tuple[TrialResult, dict[str, list[np.ndarray]]]:
     """Build (or reuse) the model `plan` calls for, then `fit_and_measure`; returns the result
