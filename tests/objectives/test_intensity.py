@@ -132,3 +132,12 @@ def test_minmax_separates_near_black_images_that_raw_cannot(tmp_path: Path) -> N
     full: Any = stretched.model
     np.testing.assert_allclose(full.predict(data.x_val.astype(np.float32), verbose=0)[:, 0],
                                stretched.outputs[:, 1], atol=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 32, 3), (2, 224, 224, 3), (1, 5, 5, 1)])
+def test_percentiles_equal_numpy_at_any_size(shape: tuple[int, ...]) -> None:
+    from objectives._layers import _percentiles
+
+    flat = np.random.default_rng(4).normal(100, 40, (shape[0], int(np.prod(shape[1:])))).astype(np.float32)
+    low, high = _percentiles(flat)
+    np.testing.assert_allclose(np.stack([low, high]), np.percentile(flat, [0.5, 99.5], axis=1), rtol=1e-5)
