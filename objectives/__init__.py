@@ -24,6 +24,7 @@ from ._balance import class_weights, oversample_indices
 from ._intervals import CV_INTERVAL_METHOD, bootstrap_intervals, cv_summary
 from ._evaluate import Evaluation, evaluate_model, open_labeled, predict_probabilities
 from ._manifest import read_manifest
+from ._model import TrialPlan, plan_trial
 from ._metrics import (
     METRIC_DIRECTIONS,
     SENS_AT_SPEC_PREFIX,
@@ -80,6 +81,7 @@ __all__ = [
     "ObjectiveError",
     "TrialConfig",
     "TrialData",
+    "TrialPlan",
     "TrialResult",
     "build_model",
     "check_config_value",
@@ -89,6 +91,7 @@ __all__ = [
     "decode_images",
     "get_backbone",
     "load_model",
+    "plan_trial",
     "predict_files",
     "read_model_metadata",
     "resolve_weights",

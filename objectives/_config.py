@@ -117,6 +117,16 @@ def _check_warmup_epochs(name: str, value: Any) -> int:
     return epochs
 
 
+INTENSITIES = ("raw", "minmax", "percentile")
+
+
+def _check_intensity(name: str, value: Any) -> str:
+    if value not in INTENSITIES:
+        raise ConfigError(f"intensity must be one of {', '.join(INTENSITIES)} (per-image rescaling to 0-255 "
+                          f"before the backbone), got {value!r}")
+    return str(value)
+
+
 # name -> (python type used for search ranges, validator)
 _FIELD_CHECKS: dict[str, tuple[type, Callable[[str, Any], Any]]] = {
     "backbone": (str, _check_backbone),
@@ -136,6 +146,7 @@ _FIELD_CHECKS: dict[str, tuple[type, Callable[[str, Any], Any]]] = {
     "frozen_warmup_epochs": (int, _check_warmup_epochs),
     "class_weight": (str, _check_class_weight),
     "oversample": (bool, _check_bool),
+    "intensity": (str, _check_intensity),
 }
 
 
@@ -165,6 +176,9 @@ class TrialConfig:
     frozen_warmup_epochs: int = 0
     class_weight: str = "none"  # none | balanced: weight the loss by inverse class frequency
     oversample: bool = False  # repeat minority-class training images up to the largest class
+    # Per-image rescaling to 0-255 inside the model, before the backbone's preprocessing: raw
+    # (none), minmax (lowest to highest value) or percentile (0.5th to 99.5th, clipped).
+    intensity: str = "raw"
 
     def __post_init__(self) -> None:
         for name, (_, check) in _FIELD_CHECKS.items():

@@ -1,4 +1,5 @@
-"""Validation metrics from predicted probabilities (scikit-learn), binary and multi-class."""
+"""Validation metrics from predicted probabilities, binary and multi-class: scikit-learn for a
+trial's final metrics, and one exact NumPy function for the per-epoch curves of every trial."""
 
 from __future__ import annotations
 
@@ -140,3 +141,38 @@ def classification_metrics(labels: Sequence[int], outputs: np.ndarray,
                        "specificity at threshold": at["specificity"]})
     result["confusion_matrix"] = skm.confusion_matrix(y_true, predicted, labels=all_labels).tolist()
     return result
+
+
+def epoch_metrics(labels: np.ndarray, outputs: np.ndarray, num_classes: int) -> dict[str, float | None]:
+    """`classification_metrics`' loss, accuracy, balanced accuracy and (macro one-vs-rest) ROC
+    AUC, equal to scikit-learn's (tested), for the per-epoch validation of every trial.
+
+    Plain NumPy because scikit-learn's input checks cost ~25 ms a call here, more than twenty
+    epochs of a head trained on cached features; the trial's final metrics stay scikit-learn's."""
+    y_true = np.asarray(labels, dtype=np.int64)
+    probabilities = np.clip(class_probabilities(outputs), 1e-7, 1 - 1e-7)
+    normalised = probabilities / probabilities.sum(axis=1, keepdims=True)
+    predicted = probabilities.argmax(axis=1)
+    present = np.unique(y_true)
+    recalls = [float(np.mean(predicted[y_true == label] == label)) for label in present]
+    result: dict[str, float | None] = {
+        "loss": float(-np.mean(np.log(normalised[np.arange(len(y_true)), y_true]))),
+        "accuracy": float(np.mean(predicted == y_true)),
+        "balanced_accuracy": float(np.mean(recalls)) if len(present) > 1 else None,
+        "auc": None,
+    }
+    if len(present) == num_classes:
+        columns = [1] if num_classes == 2 else range(num_classes)
+        result["auc"] = float(np.mean([_binary_auc(y_true == c, probabilities[:, c]) for c in columns]))
+    return result
+
+
+def _binary_auc(positive: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney statistic with average ranks for ties (what the ROC curve's
+    trapezoids give, and what scikit-learn's roc_auc_score returns)."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(scores)
+    n_positive = int(positive.sum())
+    n_negative = len(positive) - n_positive
+    return float((ranks[positive].sum() - n_positive * (n_positive + 1) / 2) / (n_positive * n_negative))

@@ -1,17 +1,70 @@
-"""The template's transfer-learning model: backbone, global average pooling, Dense + Dropout
-head, sigmoid (two classes) or softmax (three or more) output, Adam."""
+"""A trial's model, built in one place: a frozen trunk, a trainable top of the backbone
+(possibly empty) and the template's head (Dense + Dropout, sigmoid for two classes or softmax
+for more), compiled with Adam.
+
+The trunk either runs live inside the model (images in) or is read from the feature cache at a
+cut point, the model then being only what lies above the cut. `plan_trial` is the one place
+that decides which; `build_model` and `build_head` share `add_head`, `compile_model` and
+`set_trial_state`, so a cached trial trains exactly the layers a full one does."""
 
 from __future__ import annotations
 
+import random
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from ._backbones import get_backbone, resolve_weights
 from ._config import TrialConfig
 from ._errors import BackboneError, ConfigError
 from ._keras import import_keras
 
+LIVE = "live"  # the model runs the trunk on every batch of images
+CACHED = "cached"  # the trunk's output is read from the feature cache
+POOLED = "pooled"  # cut after global average pooling: only the head trains
+BACKBONE = "backbone"  # cut inside the backbone: its top `fine_tune_fraction` of layers trains too
+HEAD_LAYERS = ("dense", "output")  # the head's layers with weights, named alike in every model
 
-def _build_backbone(config: TrialConfig) -> Any:
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """How one trial trains: where the trainable part begins (`cut`), where the trunk's output
+    comes from (`trunk`), how training images are augmented, and an optional head-only
+    warm-up trial that runs first and hands its head weights on.
+
+    A cut-point cache (cache the frozen lower backbone's output, train its top layers and the
+    head) is a plan with trunk CACHED and cut BACKBONE: `_cached_features` would store the cut
+    layer's output and `build_head` would rebuild the backbone's top above it."""
+
+    trunk: str
+    cut: str
+    augment: bool  # on-the-fly augmentation of the images in the training pipeline
+    views: int  # pre-computed augmented views per image in the cache (0: none)
+    warmup: TrialConfig | None = None
+
+    @property
+    def cached(self) -> bool:
+        return self.trunk == CACHED
+
+
+def plan_trial(config: TrialConfig) -> TrialPlan:
+    """The one place that reads `fine_tune_fraction`, `feature_cache`, `augmentation`,
+    `augmented_views` and `frozen_warmup_epochs` to decide how a trial trains."""
+    cut = POOLED if config.fine_tune_fraction <= 0 else BACKBONE
+    # Only a frozen backbone gives the same trunk output every epoch; augmentation on the fly
+    # changes it every step, a bounded set of pre-computed views does not.
+    cached = config.feature_cache and cut == POOLED and (not config.augmentation or config.augmented_views > 0)
+    warmup = None
+    if cut != POOLED and config.frozen_warmup_epochs > 0:
+        warmup = config.replace(fine_tune_fraction=0.0, epochs=config.frozen_warmup_epochs, frozen_warmup_epochs=0)
+    return TrialPlan(trunk=CACHED if cached else LIVE, cut=cut, augment=config.augmentation and not cached,
+                     views=config.augmented_views if cached and config.augmentation else 0, warmup=warmup)
+
+
+def build_backbone(config: TrialConfig) -> Any:
+    """The Keras application for `config`, without its top, with the configured weights."""
     backbone = get_backbone(config.backbone)
     size = config.resolved_image_size
     if size < backbone.min_size:
@@ -40,7 +93,7 @@ def _build_backbone(config: TrialConfig) -> Any:
         raise
 
 
-def _set_trainable_layers(base: Any, fine_tune_fraction: float, pretrained: bool) -> None:
+def set_trainable_layers(base: Any, fine_tune_fraction: float, pretrained: bool) -> None:
     """Freeze the backbone, then unfreeze the top `fine_tune_fraction` of its layers.
 
     With pretrained weights, BatchNormalization layers stay frozen (and run in inference mode)
@@ -58,34 +111,132 @@ def _set_trainable_layers(base: Any, fine_tune_fraction: float, pretrained: bool
         layer.trainable = index >= first_trainable and not (pretrained and is_batchnorm)
 
 
-def build_model(config: TrialConfig, num_classes: int) -> Any:
-    """Build and compile the model for `config` and `num_classes` classes."""
-    if num_classes < 2:
-        raise ConfigError(f"a classifier needs at least 2 classes, got {num_classes}")
+def pooled_trunk(inputs: Any, config: TrialConfig, base: Any, *, inference: bool) -> Any:
+    """Images -> intensity rescaling -> the backbone's preprocessing -> backbone -> global
+    average pooling: the trunk up to the POOLED cut, for the full model and the feature cache."""
     keras = import_keras()
-    from ._layers import BackbonePreprocess
+    from ._layers import BackbonePreprocess, IntensityRescale
 
-    size = config.resolved_image_size
-    base = _build_backbone(config)
-    pretrained = config.weights != "none"
-    _set_trainable_layers(base, config.fine_tune_fraction, pretrained)
-    inputs = keras.Input(shape=(size, size, 3), name="image")
-    x = BackbonePreprocess(config.backbone, name="preprocess")(inputs)
-    x = base(x, training=False) if pretrained else base(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    # float32 whatever the precision policy: the rescaled range must not lose float16 bits.
+    x = IntensityRescale(config.intensity, name="intensity", dtype="float32")(inputs)
+    x = BackbonePreprocess(config.backbone, name="preprocess")(x)
+    x = base(x, training=False) if inference else base(x)
+    return keras.layers.GlobalAveragePooling2D(name="pool")(x)
+
+
+def add_head(x: Any, config: TrialConfig, num_classes: int) -> Any:
+    """Dense -> Dropout -> output on `x`, the one head every trial trains. Layer order matters:
+    each Dense draws its initialiser seed when created, and the cached path replays them."""
+    keras = import_keras()
+    from ._layers import TrialDropout
+
     x = keras.layers.Dense(config.dense_units, activation="relu", name="dense")(x)
-    x = keras.layers.Dropout(config.dropout, seed=config.seed, name="dropout")(x)
+    x = TrialDropout(config.dropout, config.seed, name="dropout")(x)
     # float32 output even under a mixed_float16 policy, so probabilities and the loss stay exact.
     if num_classes == 2:
-        outputs = keras.layers.Dense(1, activation="sigmoid", name="output", dtype="float32")(x)
+        return keras.layers.Dense(1, activation="sigmoid", name="output", dtype="float32")(x)
+    return keras.layers.Dense(num_classes, activation="softmax", name="output", dtype="float32")(x)
+
+
+def _check_classes(num_classes: int) -> None:
+    if num_classes < 2:
+        raise ConfigError(f"a classifier needs at least 2 classes, got {num_classes}")
+
+
+def compile_model(model: Any, config: TrialConfig, num_classes: int, *, steps_per_execution: int = 1) -> None:
+    """The one compile: Adam, cross-entropy, accuracy and Keras' AUC for the training curves;
+    the trial's learning rate, dropout and seed come from `set_trial_state`."""
+    keras = import_keras()
+    if num_classes == 2:
         loss: Any = keras.losses.BinaryCrossentropy()
         metrics: list[Any] = [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
     else:
-        outputs = keras.layers.Dense(num_classes, activation="softmax", name="output", dtype="float32")(x)
         loss = keras.losses.CategoricalCrossentropy()
         metrics = [keras.metrics.CategoricalAccuracy(name="accuracy"),
                    keras.metrics.AUC(name="auc", multi_label=True, num_labels=num_classes)]
-    model = keras.Model(inputs, outputs, name=f"medsweep_{config.backbone}")
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate), loss=loss,
-                  metrics=metrics)
+    model.compile(optimizer=keras.optimizers.Adam(), loss=loss, metrics=metrics,
+                  steps_per_execution=steps_per_execution)
+    set_trial_state(model, config)
+
+
+def set_trial_state(model: Any, config: TrialConfig, head: dict[str, list[np.ndarray]] | None = None) -> None:
+    """Put a compiled model at a trial's starting point: the head weights given (if any), the
+    trial's dropout rate and seed, a fresh optimiser state at its learning rate. The only place
+    the learning rate reaches a model, so a reused compiled model starts like a new one."""
+    if head is not None:
+        set_head_weights(model, head)
+    model.get_layer("dropout").reset(config.dropout, config.seed)
+    optimizer = model.optimizer
+    # Adam itself, inside a mixed-precision LossScaleOptimizer, whose loss scale must not be zeroed.
+    adam = getattr(optimizer, "inner_optimizer", optimizer)
+    if int(adam.iterations):  # a reused model: zero the step count and moments (a new one has them at zero)
+        for variable in adam.variables:
+            variable.assign(np.zeros(variable.shape, dtype=variable.dtype))
+    optimizer.learning_rate = config.learning_rate
+
+
+def build_model(config: TrialConfig, num_classes: int) -> Any:
+    """The full model for `config` (uint8-range RGB images in, class probabilities out), compiled."""
+    _check_classes(num_classes)
+    keras = import_keras()
+    size = config.resolved_image_size
+    base = build_backbone(config)
+    pretrained = config.weights != "none"
+    set_trainable_layers(base, config.fine_tune_fraction, pretrained)
+    inputs = keras.Input(shape=(size, size, 3), name="image")
+    features = pooled_trunk(inputs, config, base, inference=pretrained)
+    model = keras.Model(inputs, add_head(features, config, num_classes), name=f"medsweep_{config.backbone}")
+    compile_model(model, config, num_classes)
+    return model
+
+
+def build_head(config: TrialConfig, feature_size: int, num_classes: int) -> Any:
+    """What lies above the POOLED cut, as a model on the trunk's output (not compiled)."""
+    _check_classes(num_classes)
+    keras = import_keras()
+    inputs = keras.Input(shape=(feature_size,), name="features")
+    return keras.Model(inputs, add_head(inputs, config, num_classes), name="medsweep_head")
+
+
+def head_weights(model: Any) -> dict[str, list[np.ndarray]]:
+    return {name: [np.array(w) for w in model.get_layer(name).get_weights()] for name in HEAD_LAYERS}
+
+
+def set_head_weights(model: Any, weights: dict[str, list[np.ndarray]]) -> None:
+    for name, values in weights.items():
+        model.get_layer(name).set_weights(values)
+
+
+def initial_head_weights(config: TrialConfig, feature_size: int, num_classes: int, backbone_draws: int
+                         ) -> dict[str, list[np.ndarray]]:
+    """The head weights `build_model` would start from, without building the backbone: after
+    the seed, replay the `backbone_draws` default seeds the backbone takes (-1: unknown, then
+    build the full model once)."""
+    keras = import_keras()
+    keras.utils.set_random_seed(config.seed)
+    if backbone_draws < 0:
+        return head_weights(build_model(config, num_classes))
+    for _ in range(backbone_draws):
+        random.randint(1, int(1e9))
+    return head_weights(build_head(config, feature_size, num_classes))
+
+
+# Compiled heads kept per (feature size, units, classes): tracing a head's training step costs
+# more than training it on cached features, so later trials reset it (`set_trial_state`).
+_COMPILED_HEADS: "OrderedDict[tuple[int, int, int], Any]" = OrderedDict()
+_MAX_COMPILED_HEADS = 4
+HEAD_STEPS_PER_EXECUTION = 256  # callbacks act per epoch, so many tiny steps share one call
+
+
+def compiled_head(config: TrialConfig, feature_size: int, num_classes: int) -> Any:
+    """A compiled `build_head` model for cached trunk outputs, reused across trials; the caller
+    sets the trial's state."""
+    key = (feature_size, config.dense_units, num_classes)
+    model = _COMPILED_HEADS.pop(key, None)
+    if model is None:
+        model = build_head(config, feature_size, num_classes)
+        compile_model(model, config, num_classes, steps_per_execution=HEAD_STEPS_PER_EXECUTION)
+    _COMPILED_HEADS[key] = model
+    while len(_COMPILED_HEADS) > _MAX_COMPILED_HEADS:
+        _COMPILED_HEADS.popitem(last=False)
     return model

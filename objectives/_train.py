@@ -1,5 +1,7 @@
 """One training run: fit a TrialConfig on decoded arrays with the callbacks the caller passes,
-then measure the validation set. Also saving a model with its class names, and predicting."""
+measuring the validation set every epoch. One loop (`fit_and_measure`) serves every trial,
+whether its trunk runs live or comes from the feature cache. Also saving a model with its class
+names, and predicting."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from ._data import TrialData, decode_image
 from ._errors import DataError
 from ._keras import import_keras
 from ._metrics import class_probabilities, classification_metrics
+from ._model import TrialPlan
 
 _METADATA_ENTRY = "medsweep.json"
 
@@ -39,36 +42,41 @@ def _targets(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return np.eye(num_classes, dtype=np.float32)[labels]
 
 
-def make_dataset(images: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int,
-                 *, shuffle: bool, seed: int, augment: bool = False) -> Any:
-    """A tf.data pipeline over in-memory uint8 images: shuffle, batch, cast (and augment) in
-    parallel, prefetch. Augmentation lives here rather than in the model, so it runs beside
-    training and a saved model holds only what prediction needs."""
+def make_dataset(inputs: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int,
+                 *, shuffle: bool, seed: int, augment: bool = False, one_view_per_step: bool = False) -> Any:
+    """A tf.data pipeline over in-memory inputs (uint8 images or float32 trunk outputs):
+    shuffle, batch, cast (and augment) in parallel, prefetch. Augmentation lives here rather
+    than in the model, so it runs beside training and a saved model holds only what prediction
+    needs. With `one_view_per_step`, inputs are (n, views, ...) and each step draws one view."""
     import_keras()
     import tensorflow as tf
 
     targets = _targets(labels, num_classes)
-    if isinstance(images, np.memmap):
+    if isinstance(inputs, np.memmap):
         # Images on disk (above the memory budget): shuffle and batch row numbers, read each
         # batch's rows from the memory-mapped file. Same seed, same order as in memory.
-        dataset = tf.data.Dataset.range(len(images))
+        dataset = tf.data.Dataset.range(len(inputs))
         if shuffle:
-            dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-        shape = images.shape[1:]
+            dataset = dataset.shuffle(len(inputs), seed=seed, reshuffle_each_iteration=True)
+        shape, dtype = inputs.shape[1:], tf.as_dtype(inputs.dtype)
 
         def read_rows(rows: Any) -> tuple[Any, Any]:
-            x, y = tf.numpy_function(lambda r: (images[r], targets[r]), [rows], (tf.uint8, tf.float32))
+            x, y = tf.numpy_function(lambda r: (inputs[r], targets[r]), [rows], (dtype, tf.float32))
             x.set_shape((None, *shape))
             y.set_shape((None, targets.shape[1]))
-            return tf.cast(x, tf.float32), y
+            return x, y
 
         dataset = dataset.batch(batch_size).map(read_rows, num_parallel_calls=tf.data.AUTOTUNE)
     else:
-        dataset = tf.data.Dataset.from_tensor_slices((images, targets))
+        dataset = tf.data.Dataset.from_tensor_slices((inputs, targets))
         if shuffle:
-            dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-        dataset = dataset.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y),
-                                                num_parallel_calls=tf.data.AUTOTUNE)
+            dataset = dataset.shuffle(len(inputs), seed=seed, reshuffle_each_iteration=True)
+        if one_view_per_step:
+            views = inputs.shape[1]
+            dataset = dataset.map(lambda x, y: (x[tf.random.uniform((), 0, views, dtype=tf.int32, seed=seed)], y))
+        dataset = dataset.batch(batch_size)
+    if inputs.dtype != np.float32:
+        dataset = dataset.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
     if augment:
         from ._layers import augmentation_block
 
@@ -78,74 +86,118 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, num_classes: int, batch
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def train_trial(config: TrialConfig, data: TrialData, callbacks: Sequence[Any] = (),
-                *, verbose: int = 0, keep_model: bool = False,
-                feature_cache_dir: str | Path | None = None, jit_compile: bool | None = None) -> TrialResult:
-    """Train `config` on `data.x_train` and measure `data.x_val` after the last epoch.
+def fit_and_measure(model: Any, config: TrialConfig, plan: TrialPlan, x_train: np.ndarray, y_train: np.ndarray,
+                    x_val: np.ndarray, y_val: np.ndarray, class_names: Sequence[str],
+                    callbacks: Sequence[Any] = (), *, verbose: int = 0,
+                    ) -> tuple[dict[str, list[float]], dict[str, Any], np.ndarray | None]:
+    """The one training loop: fit a compiled model (images or trunk outputs in) for
+    `config.epochs`, measuring the validation set exactly after every epoch, then once more
+    with every metric. Returns (per-epoch history, final metrics, validation outputs).
 
-    `callbacks` are plain Keras callbacks (the search layer passes its pruning callback); if one
-    of them is an `EpochHistory`, it is the one that records the curves. A frozen, unaugmented
-    trial trains its head on cached backbone features in `feature_cache_dir` (default
-    $MEDSWEEP_CACHE_DIR or ~/.cache/medsweep/features). `jit_compile` forces XLA on or off
-    (None: Keras decides, which means on with a GPU and off on CPU)."""
-    from ._cached_features import cache_applies, train_on_cached_features, warm_up_head
+    `callbacks` are plain Keras callbacks; if one of them is an `EpochHistory`, it is the one
+    that records the curves."""
+    from ._balance import balance_training_data
+    from ._layers import EpochHistory, ExactValidation, predict_outputs
 
-    if cache_applies(config):
-        return train_on_cached_features(config, data, callbacks, verbose=verbose, keep_model=keep_model,
-                                        cache_dir=feature_cache_dir)
-    initial_head = None
-    if config.frozen_warmup_epochs > 0 and config.fine_tune_fraction > 0:
-        initial_head = warm_up_head(config, data, feature_cache_dir)
-    keras = import_keras()
-    from ._layers import EpochHistory
-    from ._model import build_model
-    from ._runtime import apply_precision_policy, jit_compile_setting
-
-    keras.backend.clear_session()
-    apply_precision_policy()
-    if jit_compile is None:
-        jit_compile = jit_compile_setting()
-    keras.utils.set_random_seed(config.seed)
+    num_classes = len(class_names)
     recorder = next((c for c in callbacks if isinstance(c, EpochHistory)), None)
     all_callbacks = list(callbacks)
     if recorder is None:
         recorder = EpochHistory()
         all_callbacks.insert(0, recorder)
-    model = build_model(config, data.num_classes)
-    if initial_head is not None:
-        from ._cached_features import set_head_weights
+    x, y, class_weight = balance_training_data(x_train, y_train, num_classes, class_weight=config.class_weight,
+                                               oversample=config.oversample, seed=config.seed)
+    train = make_dataset(x, y, num_classes, config.batch_size, shuffle=True, seed=config.seed,
+                         augment=plan.augment, one_view_per_step=plan.views > 0)
+    validation: Any = None
+    if len(x_val):
+        # Trunk outputs in memory are called directly; images stream through a pipeline.
+        validation = x_val if plan.cached else make_dataset(x_val, y_val, num_classes, config.batch_size,
+                                                            shuffle=False, seed=config.seed)
+        all_callbacks.insert(0, ExactValidation(validation, y_val, num_classes, config.batch_size))
+    model.fit(train, epochs=config.epochs, callbacks=all_callbacks, verbose=verbose, shuffle=False,
+              class_weight=class_weight)
+    if validation is None:
+        return recorder.history, {}, None
+    outputs = predict_outputs(model, validation, config.batch_size)
+    return recorder.history, classification_metrics(y_val, outputs, class_names), outputs
 
-        set_head_weights(model, initial_head)
-    if jit_compile is not None:
-        model.jit_compile = jit_compile
-    from ._balance import balance_training_data
 
-    x_train, y_train, class_weight = balance_training_data(
-        data.x_train, data.y_train, data.num_classes, class_weight=config.class_weight,
-        oversample=config.oversample, seed=config.seed)
-    train = make_dataset(x_train, y_train, data.num_classes, config.batch_size,
-                         shuffle=True, seed=config.seed, augment=config.augmentation)
-    validation = None
-    if len(data.x_val):
-        from ._layers import ExactValidation
+def train_trial(config: TrialConfig, data: TrialData, callbacks: Sequence[Any] = (),
+                *, verbose: int = 0, keep_model: bool = False,
+                feature_cache_dir: str | Path | None = None, jit_compile: bool | None = None) -> TrialResult:
+    """Train `config` on `data.x_train` and measure `data.x_val` after every epoch.
 
-        validation = make_dataset(data.x_val, data.y_val, data.num_classes, config.batch_size,
-                                  shuffle=False, seed=config.seed)
-        all_callbacks.insert(0, ExactValidation(validation, data.y_val, data.class_names, config.batch_size))
-    model.fit(train, epochs=config.epochs, callbacks=all_callbacks,
-              verbose=verbose, shuffle=False, class_weight=class_weight)
-    metrics: dict[str, Any] = {}
-    outputs = None
-    if validation is not None:
-        outputs = model.predict(validation, verbose=0)
-        metrics = classification_metrics(data.y_val, outputs, data.class_names)
-    result = TrialResult(config, recorder.history, metrics, model if keep_model else None,
+    `callbacks` are plain Keras callbacks (the search layer passes its pruning callback); if one
+    of them is an `EpochHistory`, it is the one that records the curves. `_model.plan_trial`
+    decides how the trial trains: a frozen, unaugmented trial trains its head on cached backbone
+    features in `feature_cache_dir` (default $MEDSWEEP_CACHE_DIR or ~/.cache/medsweep/features);
+    a two-stage trial first trains its head alone. `jit_compile` forces XLA on or off for live
+    trunks (None: Keras decides, which means on with a GPU and off on CPU)."""
+    from ._model import plan_trial
+
+    plan = plan_trial(config)
+    head = None
+    if plan.warmup is not None:
+        head = _train_planned(plan.warmup, plan_trial(plan.warmup), data, (), verbose=0, keep_model=False,
+                              cache_dir=feature_cache_dir, jit_compile=jit_compile, initial_head=None)[1]
+    return _train_planned(config, plan, data, callbacks, verbose=verbose, keep_model=keep_model,
+                          cache_dir=feature_cache_dir, jit_compile=jit_compile, initial_head=head)[0]
+
+
+def _train_planned(config: TrialConfig, plan: TrialPlan, data: TrialData, callbacks: Sequence[Any], *, verbose: int,
+                   keep_model: bool, cache_dir: str | Path | None, jit_compile: bool | None,
+                   initial_head: dict[str, list[np.ndarray]] | None) -> tuple[TrialResult, dict[str, list[np.ndarray]]]:
+    """Build (or reuse) the model `plan` calls for, then `fit_and_measure`; returns the result
+    and the trained head's weights. The plan changes only where the trunk's output comes from."""
+    keras = import_keras()
+    from ._model import (build_model, compiled_head, head_weights, initial_head_weights, set_head_weights,
+                         set_trial_state)
+
+    if plan.cached:
+        from ._cached_features import cached_trunk_outputs
+        from ._runtime import use_float32_policy
+
+        trunk = cached_trunk_outputs(config, plan, data, cache_dir)
+        use_float32_policy()  # cached features are float32 whatever a worker's precision option
+        keras.backend.clear_session(free_memory=False)  # keeps the compiled heads
+        feature_size = trunk.train.shape[-1]
+        if initial_head is None:
+            initial_head = initial_head_weights(config, feature_size, data.num_classes, trunk.backbone_draws)
+        keras.utils.set_random_seed(config.seed)
+        model = compiled_head(config, feature_size, data.num_classes)
+        x_train, x_val, cache_state = trunk.train, trunk.val, "filled" if trunk.computed else "hit"
+    else:
+        from ._runtime import apply_precision_policy, jit_compile_setting
+
+        keras.backend.clear_session()
+        apply_precision_policy()
+        keras.utils.set_random_seed(config.seed)
+        model = build_model(config, data.num_classes)
+        if jit_compile is None:
+            jit_compile = jit_compile_setting()
+        if jit_compile is not None:
+            model.jit_compile = jit_compile
+        x_train, x_val, cache_state = data.x_train, data.x_val, "off"
+    set_trial_state(model, config, initial_head)
+    history, metrics, outputs = fit_and_measure(model, config, plan, x_train, data.y_train, x_val, data.y_val,
+                                                data.class_names, callbacks, verbose=verbose)
+    head = head_weights(model)
+    kept = None
+    if keep_model and plan.cached:  # the trained head on a full model that takes images
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(config.seed)
+        kept = build_model(config, data.num_classes)
+        set_head_weights(kept, head)
+    elif keep_model:
+        kept = model
+    result = TrialResult(config, history, metrics, kept, feature_cache=cache_state,
                          outputs=None if outputs is None else class_probabilities(outputs))
-    if not keep_model:
+    if not keep_model and not plan.cached:
         del model
         keras.backend.clear_session()
         gc.collect()
-    return result
+    return result, head
 
 
 def save_model(model: Any, path: str | Path, metadata: dict[str, Any]) -> Path:
@@ -180,7 +232,7 @@ def load_model(path: str | Path) -> tuple[Any, dict[str, Any]]:
     """Load a model saved by `save_model` and its metadata."""
     metadata = read_model_metadata(path)
     keras = import_keras()
-    from . import _layers  # noqa: F401  registers BackbonePreprocess for deserialisation
+    from . import _layers  # noqa: F401  registers medsweep's layers for deserialisation
 
     return keras.models.load_model(path, compile=False), metadata
 

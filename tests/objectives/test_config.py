@@ -8,7 +8,8 @@ from objectives import ConfigError, TrialConfig
 
 def test_round_trips_through_yaml_unchanged() -> None:
     config = TrialConfig(backbone="MobileNet", alpha=0.25, image_size=64, weights="/w", learning_rate=3e-4,
-                         epochs=7, batch_size=16, augmentation=False, fine_tune_fraction=0.3)
+                         epochs=7, batch_size=16, augmentation=False, fine_tune_fraction=0.3,
+                         intensity="percentile")
     again = TrialConfig.from_dict(yaml.safe_load(yaml.safe_dump(config.to_dict())))
     assert again == config
 
@@ -29,6 +30,7 @@ def test_unknown_key_is_named() -> None:
         ({"dropout": 1.0}, "dropout"),
         ({"augmentation": "yes"}, "augmentation must be true or false"),
         ({"alpha": 0.5}, "alpha 0.5 only applies to MobileNet"),
+        ({"intensity": "MINMAX"}, "intensity must be one of raw, minmax, percentile"),
     ],
 )
 def test_bad_values_name_the_field(changes: dict, expected: str) -> None:
@@ -39,3 +41,9 @@ def test_bad_values_name_the_field(changes: dict, expected: str) -> None:
 def test_image_size_defaults_to_backbone_size() -> None:
     assert TrialConfig(backbone="InceptionV3").resolved_image_size == 299
     assert TrialConfig(backbone="VGG19", image_size=64).resolved_image_size == 64
+
+
+def test_configs_stored_before_intensity_existed_load_as_raw() -> None:
+    stored = TrialConfig().to_dict()
+    del stored["intensity"]
+    assert TrialConfig.from_dict(stored).intensity == "raw"

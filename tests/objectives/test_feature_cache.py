@@ -251,7 +251,7 @@ def test_two_stage_fine_tuning_starts_from_the_cached_head(image_folder: Path, t
 @pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
 def test_per_epoch_validation_metrics_equal_scikit_learn(classes: int, labels: list[int]) -> None:
     from objectives import classification_metrics
-    from objectives._cached_features import epoch_metrics
+    from objectives._metrics import epoch_metrics
 
     rng = np.random.default_rng(classes)
     outputs = rng.random((len(labels), 1 if classes == 2 else classes))
