@@ -16,16 +16,17 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import numpy as np
 
 from ._errors import DataError
-
+from ._files import LabeledFiles
 from ._formats import (
     OUTSIDE,
     Decoding,
     Unread,
+    decode_image,
+    decode_images,
     decode_workers,
     dicom_group_ids,
     list_images,
     parse_window,
-    read_image,
     refuse_unreadable,
     summarize_unread,
     unread_counts,
@@ -35,20 +36,6 @@ if TYPE_CHECKING:
     from ._intensity import IntensityReport
 
 _CHECK_SIZE = 64  # decoding size of `create`'s check: enough pixels to count grey levels
-
-
-@dataclass(frozen=True)
-class LabeledFiles:
-    """Image files with integer labels indexing `class_names` (sorted folder names), and the
-    files that were found but not read (`unread`, with the reason)."""
-
-    class_names: tuple[str, ...]
-    paths: tuple[Path, ...]
-    labels: tuple[int, ...]
-    unread: tuple[Unread, ...] = ()
-
-    def __len__(self) -> int:
-        return len(self.paths)
 
 
 def scan_image_folder(folder: str | os.PathLike[str], class_names: Sequence[str] | None = None,
@@ -134,19 +121,6 @@ def fingerprint_files(parts: dict[str, LabeledFiles], roots: dict[str, Path],
             digest.update(f"{part}\0{files.class_names[label]}\0{relative}\0{file_hash}\n".encode())
         count += len(files)
     return {"class_names": list(class_names), "file_count": count, "content_hash": digest.hexdigest()}
-
-
-def decode_image(path: Path, size: int, decoding: Decoding | None = None) -> np.ndarray:
-    """Decode PNG, JPEG, BMP, WebP, TIFF or DICOM to a size x size x 3 uint8 array (`_formats`'s rule)."""
-    return read_image(Path(path), size, decoding)
-
-
-def decode_images(paths: Sequence[Path], size: int, decoding: Decoding | None = None) -> np.ndarray:
-    """Decode many files in threads (Pillow and numpy release the GIL while decoding)."""
-    if not paths:
-        return np.zeros((0, size, size, 3), dtype=np.uint8)
-    with ThreadPoolExecutor(max_workers=decode_workers()) as pool:
-        return np.stack(list(pool.map(lambda p: read_image(p, size, decoding), paths)))
 
 
 def stratified_split(labels: Sequence[int], validation_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

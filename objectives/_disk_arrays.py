@@ -113,7 +113,7 @@ def _write_once(path: Path, count: int, image_size: int,
 def decode_to_disk(paths: Sequence[Path], image_size: int, path: Path, decoding: Any = None) -> np.memmap:
     """Decode `paths` at `image_size` (with `decoding`, a `_formats.Decoding`) into a memory-mapped
     `.npy` file, a chunk at a time; `path` must name the decoding settings (the caller's key)."""
-    from ._data import decode_images
+    from ._formats import decode_images
 
     def fill(array: np.ndarray, start: int, stop: int) -> None:
         array[start:stop] = decode_images(paths[start:stop], image_size, decoding)

@@ -517,3 +517,16 @@ def read_image(path: Path, size: int, decoding: Decoding | None = None) -> np.nd
 
 def decode_workers() -> int:
     return min(8, (os.cpu_count() or 2) * 2)
+
+
+def decode_image(path: Path, size: int, decoding: Decoding | None = None) -> np.ndarray:
+    """Decode PNG, JPEG, BMP, WebP, TIFF or DICOM to a size x size x 3 uint8 array (`_formats`'s rule)."""
+    return read_image(Path(path), size, decoding)
+
+
+def decode_images(paths: Sequence[Path], size: int, decoding: Decoding | None = None) -> np.ndarray:
+    """Decode many files in threads (Pillow and numpy release the GIL while decoding)."""
+    if not paths:
+        return np.zeros((0, size, size, 3), dtype=np.uint8)
+    with ThreadPoolExecutor(max_workers=decode_workers()) as pool:
+        return np.stack(list(pool.map(lambda p: read_image(p, size, decoding), paths)))

@@ -7,7 +7,7 @@ import csv
 import os
 from pathlib import Path
 
-from ._data import LabeledFiles
+from ._files import LabeledFiles
 from ._errors import DataError
 from ._formats import Unread, check_file
 

@@ -70,7 +70,7 @@ def test_intensity_is_validated_searchable_and_a_feature_cache_key_part() -> Non
 
 
 def test_search_space_samples_intensity_as_a_choice() -> None:
-    from search._space import Categorical, SearchSpace
+    from search.study._space import Categorical, SearchSpace
 
     space = SearchSpace({"backbone": "VGG19", "intensity": ["raw", "minmax", "percentile"]})
     assert space.parameters["intensity"] == Categorical(("raw", "minmax", "percentile"))

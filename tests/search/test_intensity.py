@@ -65,4 +65,4 @@ def test_intensity_option_is_stored_with_the_study(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "note: 16 of 16 images" in done.stderr
     _, settings = load_study(open_storage(url), "dark")
-    assert settings.search_space().spec["intensity"] == "minmax"
+    assert settings.search_space.spec["intensity"] == "minmax"

@@ -19,7 +19,7 @@ def _import_cycles() -> object:
     return module
 
 
-@pytest.mark.parametrize("package", ["search", "storage"])
+@pytest.mark.parametrize("package", ["search", "storage", "objectives"])
 def test_no_import_loops(package: str) -> None:
     finder = _import_cycles()
     loops = finder.cycles(finder.import_graph(ROOT / package))
