@@ -78,7 +78,7 @@ def run_dataset(label: str, spec: Any, weights: Path, cache_dir: Path, folds: in
     import numpy as np
 
     from objectives import ImageDataset, ObjectiveError, TrialConfig
-    from objectives._transferability import CandidateScore, candidate_name, score_candidate
+    from objectives._transferability import CandidateScore, score_candidate
 
     dataset = ImageDataset.open(spec)
     print(f"\n{label}: {len(dataset.labels)} images, {dataset.plan.groups.describe()}, {dataset.fold_count} folds",
@@ -93,7 +93,7 @@ def run_dataset(label: str, spec: Any, weights: Path, cache_dir: Path, folds: in
             score = CandidateScore(name, config, error=str(error).splitlines()[0][:200])
             aucs, train_seconds = [], 0.0
         row = score.as_dict()
-        row.update(candidate=candidate_name(config), trained_auc=float(np.mean(aucs)) if aucs else float("nan"),
+        row.update(trained_auc=float(np.mean(aucs)) if aucs else float("nan"),
                    trained_auc_std=float(np.std(aucs)) if aucs else float("nan"),
                    train_seconds=round(train_seconds, 1), fold_aucs=[round(a, 4) for a in aucs])
         rows.append(row)
@@ -101,18 +101,20 @@ def run_dataset(label: str, spec: Any, weights: Path, cache_dir: Path, folds: in
               f"{row['trained_auc']:.3f} ({row['feature_seconds']:.1f} s features, {train_seconds:.1f} s training)"
               + (f" [{row['error']}]" if row["error"] else ""), flush=True)
     truth = [r["trained_auc"] for r in rows]
-    print(table(["candidate", "images", "dims", "LogME", "probe AUC", "trained AUC", "± sd", "features s",
+    print(table(["candidate", "images", "dims", "RMS", "LogME", "probe AUC", "trained AUC", "± sd", "features s",
                  "LogME s", "probe s", "train s"],
-                [[r["name"], r["images"], r["feature_size"], r["logme"], r["linear_probe"], r["trained_auc"],
+                [[r["name"], r["images"], r["feature_size"], f"{r['feature_rms']:.1e}", r["logme"], r["linear_probe"],
+                  r["trained_auc"],
                   r["trained_auc_std"], r["feature_seconds"], r["logme_seconds"], r["probe_seconds"],
                   r["train_seconds"]] for r in rows]))
     real = next(iter(candidates(weights)))
     summary: dict[str, Any] = {"dataset": label, "images": len(dataset.labels), "folds": dataset.fold_count}
     for score in ("logme", "linear_probe", "trained_auc"):
         values = [r[score] for r in rows]
-        best = max((v, r["name"]) for v, r in zip(values, rows) if not math.isnan(v))[1]
-        summary[f"{score}_first"] = best
-        summary[f"{score}_real_first"] = best == real
+        top = max(v for v in values if not math.isnan(v))
+        tied = [r["name"] for v, r in zip(values, rows) if v >= top - 5e-4]  # equal at the printed precision
+        summary[f"{score}_first"] = tied
+        summary[f"{score}_real_first"] = real in tied
         if score != "trained_auc":
             summary[f"{score}_vs_trained"] = correlations(values, truth)
             # Without the easy call (real weights vs random ones): can the score order the rest?

@@ -96,11 +96,34 @@ def logme_score(features: np.ndarray, labels: np.ndarray) -> float:
     scale = float(np.sqrt(np.mean(features ** 2)))
     if scale > 0:
         features = features / scale
-    u, singular, _ = np.linalg.svd(features, full_matrices=False)
-    keep = singular > singular.max(initial=0.0) * max(n, dimensions) * np.finfo(np.float64).eps
-    u, sigma = u[:, keep], singular[keep] ** 2
-    return float(np.mean([_target_evidence(u, sigma, (labels == label).astype(np.float64), dimensions)
-                          for label in np.unique(labels)]))
+    with _one_blas_thread():
+        u, sigma = _left_singular(features)
+        return float(np.mean([_target_evidence(u, sigma, (labels == label).astype(np.float64), dimensions)
+                              for label in np.unique(labels)]))
+
+
+def _one_blas_thread() -> Any:
+    """One BLAS thread: beside training workers, a threaded SVD or solver waits on busy cores
+    (measured 10x slower on 2 loaded cores); single-threaded these sizes take well under a second."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _left_singular(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The left singular vectors and squared singular values of the features' non-null directions."""
+    n, dimensions = features.shape
+    if n <= dimensions:
+        u, singular, _ = np.linalg.svd(features, full_matrices=False)
+        keep = singular > singular.max(initial=0.0) * max(n, dimensions) * np.finfo(np.float64).eps
+        return u[:, keep], singular[keep] ** 2
+    # More images than features: the (features x features) Gram matrix is the cheap route (a 3000 x
+    # 2048 SVD takes 20 s on one busy core). Squaring loses the smallest directions, which count as
+    # null; a direction with sigma far below alpha/beta adds the same evidence either way.
+    sigma, v = np.linalg.eigh(features.T @ features)
+    keep = sigma > sigma.max(initial=0.0) * 1e-10
+    sigma, v = sigma[keep], v[:, keep]
+    return features @ v / np.sqrt(sigma), sigma
 
 
 def _probe_splitter(labels: np.ndarray, groups: np.ndarray | None, folds: int, seed: int) -> Any:
@@ -133,8 +156,9 @@ def linear_probe_score(features: np.ndarray, labels: np.ndarray, groups: np.ndar
         raise DataError(f"{len(groups)} group ids for {len(labels)} images; pass one group id per image")
     probe = make_pipeline(StandardScaler(), LogisticRegression(C=regularization, max_iter=2000))
     scoring = "roc_auc" if len(np.unique(labels)) == 2 else "roc_auc_ovr"
-    scores = cross_val_score(probe, features, labels, groups=groups, scoring=scoring,
-                             cv=_probe_splitter(labels, groups, folds, seed), error_score="raise")
+    with _one_blas_thread():
+        scores = cross_val_score(probe, features, labels, groups=groups, scoring=scoring,
+                                 cv=_probe_splitter(labels, groups, folds, seed), error_score="raise")
     return float(np.mean(scores))
 
 
@@ -156,6 +180,9 @@ class CandidateScore:
     config: TrialConfig
     images: int = 0  # distinct images scored (identical files count once)
     feature_size: int = 0
+    # LogME and the probe do not see the features' overall scale, a head trained on them does:
+    # random-init MobileNets give RMS ~1e-17 here, on which the frozen head stays at chance.
+    feature_rms: float = float("nan")
     logme: float = float("nan")
     linear_probe: float = float("nan")
     feature_seconds: float = 0.0  # computing (or reading) the cached features
@@ -168,7 +195,8 @@ class CandidateScore:
         """Plain values for JSON, status and reports."""
         return {"name": self.name, "backbone": self.config.backbone, "weights": self.config.weights,
                 "image_size": self.config.resolved_image_size, "images": self.images,
-                "feature_size": self.feature_size, "logme": self.logme, "linear_probe": self.linear_probe,
+                "feature_size": self.feature_size, "feature_rms": self.feature_rms, "logme": self.logme,
+                "linear_probe": self.linear_probe,
                 "feature_seconds": self.feature_seconds, "logme_seconds": self.logme_seconds,
                 "probe_seconds": self.probe_seconds, "feature_cache": self.feature_cache, "error": self.error}
 
@@ -210,6 +238,7 @@ def score_candidate(config: TrialConfig, dataset: "ImageDataset", *, cache_dir: 
     features, labels, groups, computed = _distinct_images(dataset, config, cache_dir)
     row.feature_seconds = time.perf_counter() - started
     row.images, row.feature_size = features.shape
+    row.feature_rms = float(np.sqrt(np.mean(np.square(features, dtype=np.float64))))
     row.feature_cache = "filled" if computed else "hit"
     try:
         started = time.perf_counter()
@@ -239,6 +268,17 @@ def rank_candidates(candidates: Sequence[TrialConfig] | Mapping[str, TrialConfig
     rows = [score_candidate(config, dataset, cache_dir=cache_dir, folds=folds, seed=seed, name=name)
             for name, config in named]
     return sorted(rows, key=lambda row: _sort_key(row, by))
+
+
+def shortlist(rows: Sequence[CandidateScore], by: str = "linear_probe", margin: float = 0.05,
+              ) -> list[CandidateScore]:
+    """The candidates worth search budget: those within `margin` of the best `by` score (AUC
+    points for the linear probe, log evidence per image for LogME), best first."""
+    scored = [row for row in rows if not math.isnan(getattr(row, by))]
+    if not scored:
+        return []
+    best = max(getattr(row, by) for row in scored)
+    return sorted((row for row in scored if getattr(row, by) >= best - margin), key=lambda row: _sort_key(row, by))
 
 
 def ranking_table(rows: Sequence[CandidateScore]) -> str:

@@ -19,7 +19,7 @@ from objectives import (
     rank_candidates,
     train_trial,
 )
-from objectives._transferability import _target_evidence, ranking_table
+from objectives._transferability import CandidateScore, _target_evidence, ranking_table, shortlist
 from tests.conftest import SHARED_DATA, SHARED_WEIGHTS
 
 
@@ -104,6 +104,15 @@ def test_ranking_reads_the_cache_frozen_trials_use(image_folder: Path, tmp_path:
     assert {row.feature_cache for row in again} == {"hit"}
     with pytest.raises(DataError, match="linear_probe"):
         rank_candidates(candidates, dataset, by="accuracy", cache_dir=cache)
+
+
+def test_shortlist_keeps_candidates_near_the_best() -> None:
+    config = TrialConfig(backbone="VGG19", weights="none", image_size=32)
+    rows = [CandidateScore("a", config, linear_probe=0.80), CandidateScore("b", config, linear_probe=0.95),
+            CandidateScore("c", config, linear_probe=0.92), CandidateScore("d", config, error="NaN features")]
+    assert [row.name for row in shortlist(rows, margin=0.05)] == ["b", "c"]
+    assert [row.name for row in shortlist(rows, margin=1.0)] == ["b", "c", "a"]
+    assert shortlist(rows, by="logme") == []
 
 
 @pytest.mark.slow
