@@ -24,6 +24,8 @@ OPEN_I = SHARED / "data" / "open_i_abd_vs_cxr"
 # The ground truth's one fixed recipe: a frozen head trained on cached features, no augmentation.
 GROUND_TRUTH = {"augmentation": False, "fine_tune_fraction": 0.0, "learning_rate": 1e-3, "epochs": 20,
                 "batch_size": 16, "dense_units": 256, "dropout": 0.5, "seed": 0}
+# The proposal of docs/transferability.md: keep candidates this close to the best score.
+SHORTLIST_MARGINS = {"logme": 0.1, "linear_probe": 0.05}
 
 
 def candidates(weights: Path) -> dict[str, dict[str, Any]]:
@@ -78,12 +80,13 @@ def run_dataset(label: str, spec: Any, weights: Path, cache_dir: Path, folds: in
     import numpy as np
 
     from objectives import ImageDataset, ObjectiveError, TrialConfig
-    from objectives._transferability import CandidateScore, score_candidate
+    from objectives._transferability import CandidateScore, score_candidate, shortlist
 
     dataset = ImageDataset.open(spec)
     print(f"\n{label}: {len(dataset.labels)} images, {dataset.plan.groups.describe()}, {dataset.fold_count} folds",
           flush=True)
     rows: list[dict[str, Any]] = []
+    scored: list[Any] = []
     for name, values in candidates(weights).items():
         config = TrialConfig(**values)
         try:
@@ -92,6 +95,7 @@ def run_dataset(label: str, spec: Any, weights: Path, cache_dir: Path, folds: in
         except (ObjectiveError, ValueError, RuntimeError) as error:  # e.g. a backbone that cannot build here
             score = CandidateScore(name, config, error=str(error).splitlines()[0][:200])
             aucs, train_seconds = [], 0.0
+        scored.append(score)
         row = score.as_dict()
         row.update(trained_auc=float(np.mean(aucs)) if aucs else float("nan"),
                    trained_auc_std=float(np.std(aucs)) if aucs else float("nan"),
@@ -119,6 +123,10 @@ def run_dataset(label: str, spec: Any, weights: Path, cache_dir: Path, folds: in
             summary[f"{score}_vs_trained"] = correlations(values, truth)
             # Without the easy call (real weights vs random ones): can the score order the rest?
             summary[f"{score}_vs_trained_none_only"] = correlations(values[1:], truth[1:])
+    shortlists = {by: [row.name for row in shortlist(scored, by=by, margin=margin)]
+                  for by, margin in SHORTLIST_MARGINS.items()}
+    summary["shortlist"] = shortlists
+    print(f"  shortlist (features RMS >= 1e-6, within {SHORTLIST_MARGINS} of the best): {shortlists}")
     print(f"  rank correlation with the trained AUC: LogME {summary['logme_vs_trained']}, "
           f"linear probe {summary['linear_probe_vs_trained']}; weights-none candidates only: LogME "
           f"{summary['logme_vs_trained_none_only']}, linear probe {summary['linear_probe_vs_trained_none_only']}"

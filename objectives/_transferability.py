@@ -270,11 +270,15 @@ def rank_candidates(candidates: Sequence[TrialConfig] | Mapping[str, TrialConfig
     return sorted(rows, key=lambda row: _sort_key(row, by))
 
 
+VANISHING_RMS = 1e-6  # measured: heads on features of RMS 1e-11 and below stay at chance, 1e-3 and up learn
+
+
 def shortlist(rows: Sequence[CandidateScore], by: str = "linear_probe", margin: float = 0.05,
-              ) -> list[CandidateScore]:
+              min_rms: float = VANISHING_RMS) -> list[CandidateScore]:
     """The candidates worth search budget: those within `margin` of the best `by` score (AUC
-    points for the linear probe, log evidence per image for LogME), best first."""
-    scored = [row for row in rows if not math.isnan(getattr(row, by))]
+    points for the linear probe, log evidence per image for LogME) whose features do not vanish
+    (RMS at least `min_rms`), best first."""
+    scored = [row for row in rows if not math.isnan(getattr(row, by)) and row.feature_rms >= min_rms]
     if not scored:
         return []
     best = max(getattr(row, by) for row in scored)

@@ -108,10 +108,14 @@ def test_ranking_reads_the_cache_frozen_trials_use(image_folder: Path, tmp_path:
 
 def test_shortlist_keeps_candidates_near_the_best() -> None:
     config = TrialConfig(backbone="VGG19", weights="none", image_size=32)
-    rows = [CandidateScore("a", config, linear_probe=0.80), CandidateScore("b", config, linear_probe=0.95),
-            CandidateScore("c", config, linear_probe=0.92), CandidateScore("d", config, error="NaN features")]
+    rows = [CandidateScore("a", config, feature_rms=0.5, linear_probe=0.80),
+            CandidateScore("b", config, feature_rms=0.5, linear_probe=0.95),
+            CandidateScore("c", config, feature_rms=0.5, linear_probe=0.92),
+            CandidateScore("d", config, error="NaN features"),
+            CandidateScore("vanishing", config, feature_rms=1e-17, linear_probe=0.99)]
     assert [row.name for row in shortlist(rows, margin=0.05)] == ["b", "c"]
     assert [row.name for row in shortlist(rows, margin=1.0)] == ["b", "c", "a"]
+    assert [row.name for row in shortlist(rows, margin=0.05, min_rms=0.0)] == ["vanishing", "b"]
     assert shortlist(rows, by="logme") == []
 
 
