@@ -26,7 +26,7 @@ import numpy as np
 
 from ._config import TrialConfig
 from ._data import TrialData
-from ._errors import DataError
+from ._errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from ._data import ImageDataset
@@ -263,7 +263,7 @@ def rank_candidates(candidates: Sequence[TrialConfig] | Mapping[str, TrialConfig
     """Score every candidate (backbone, weights, image size) on the dataset and return them best
     first by `by` (logme or linear_probe); candidates that could not be scored come last."""
     if by not in SCORES:
-        raise DataError(f"unknown transferability score {by!r}; choose one of: {', '.join(SCORES)}")
+        raise ConfigError(f"unknown transferability score {by!r}; choose one of: {', '.join(SCORES)}")
     named = candidates.items() if isinstance(candidates, Mapping) else [(None, c) for c in candidates]
     rows = [score_candidate(config, dataset, cache_dir=cache_dir, folds=folds, seed=seed, name=name)
             for name, config in named]

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from objectives import (
+    CandidateScore,
+    ConfigError,
     DataError,
     DataSpec,
     ImageDataset,
@@ -17,9 +19,11 @@ from objectives import (
     linear_probe_score,
     logme_score,
     rank_candidates,
+    ranking_table,
+    shortlist,
     train_trial,
 )
-from objectives._transferability import CandidateScore, _target_evidence, ranking_table, shortlist
+from objectives._transferability import _target_evidence
 from tests.conftest import SHARED_DATA, SHARED_WEIGHTS
 
 
@@ -102,7 +106,7 @@ def test_ranking_reads_the_cache_frozen_trials_use(image_folder: Path, tmp_path:
     assert train_trial(trial, next(dataset.folds(32)), feature_cache_dir=cache).feature_cache == "hit"
     again = rank_candidates(candidates, dataset, by="linear_probe", cache_dir=cache, folds=3)
     assert {row.feature_cache for row in again} == {"hit"}
-    with pytest.raises(DataError, match="linear_probe"):
+    with pytest.raises(ConfigError, match="linear_probe"):
         rank_candidates(candidates, dataset, by="accuracy", cache_dir=cache)
 
 
