@@ -257,13 +257,17 @@ def _sort_key(row: CandidateScore, by: str) -> tuple[bool, float]:
     return (math.isnan(value), -value if not math.isnan(value) else 0.0)
 
 
+def _check_score(by: str) -> None:
+    if by not in SCORES:
+        raise ConfigError(f"unknown transferability score {by!r}; choose one of: {', '.join(SCORES)}")
+
+
 def rank_candidates(candidates: Sequence[TrialConfig] | Mapping[str, TrialConfig], dataset: "ImageDataset", *,
                     by: str = "logme", cache_dir: str | Path | None = None, folds: int = 5,
                     seed: int = 0) -> list[CandidateScore]:
     """Score every candidate (backbone, weights, image size) on the dataset and return them best
     first by `by` (logme or linear_probe); candidates that could not be scored come last."""
-    if by not in SCORES:
-        raise ConfigError(f"unknown transferability score {by!r}; choose one of: {', '.join(SCORES)}")
+    _check_score(by)
     named = candidates.items() if isinstance(candidates, Mapping) else [(None, c) for c in candidates]
     rows = [score_candidate(config, dataset, cache_dir=cache_dir, folds=folds, seed=seed, name=name)
             for name, config in named]
@@ -278,6 +282,7 @@ def shortlist(rows: Sequence[CandidateScore], by: str = "linear_probe", margin: 
     """The candidates worth search budget: those within `margin` of the best `by` score (AUC
     points for the linear probe, log evidence per image for LogME) whose features do not vanish
     (RMS at least `min_rms`), best first."""
+    _check_score(by)
     scored = [row for row in rows if not math.isnan(getattr(row, by)) and row.feature_rms >= min_rms]
     if not scored:
         return []
@@ -286,9 +291,9 @@ def shortlist(rows: Sequence[CandidateScore], by: str = "linear_probe", margin: 
 
 
 def ranking_table(rows: Sequence[CandidateScore]) -> str:
-    """The ranking as a plain fixed-width table (rank, candidate, both scores, seconds)."""
-    headers = ("rank", "candidate", "LogME", "probe AUC", "features s", "scores s")
-    cells = [(str(rank), row.name, "-" if math.isnan(row.logme) else f"{row.logme:.3f}",
+    """The ranking as a plain fixed-width table (rank, candidate, feature RMS, both scores, seconds)."""
+    headers = ("rank", "candidate", "feature RMS", "LogME", "probe AUC", "features s", "scores s")
+    cells = [(str(rank), row.name, f"{row.feature_rms:.1e}", "-" if math.isnan(row.logme) else f"{row.logme:.3f}",
               "-" if math.isnan(row.linear_probe) else f"{row.linear_probe:.3f}", f"{row.feature_seconds:.1f}",
               f"{row.logme_seconds + row.probe_seconds:.2f}") for rank, row in enumerate(rows, 1)]
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(headers)]

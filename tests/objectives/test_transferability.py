@@ -121,6 +121,8 @@ def test_shortlist_keeps_candidates_near_the_best() -> None:
     assert [row.name for row in shortlist(rows, margin=1.0)] == ["b", "c", "a"]
     assert [row.name for row in shortlist(rows, margin=0.05, min_rms=0.0)] == ["vanishing", "b"]
     assert shortlist(rows, by="logme") == []
+    with pytest.raises(ConfigError, match="auc"):
+        shortlist(rows, by="auc")
 
 
 @pytest.mark.slow
