@@ -38,8 +38,16 @@ from ._splits import GroupReport, SplitPlan, assign_groups, plan_splits
 from ._train import TrialResult, load_model, predict_files, read_model_metadata, save_model, train_trial
 from ._cache import CACHE_ENV, ArrayCache, default_cache_dir
 from ._runtime import XLA_CHOICES, set_worker_options
+from ._transferability import (CandidateScore, linear_probe_score, logme_score, rank_candidates, ranking_table,
+                               shortlist)
 
 __all__ = [
+    "CandidateScore",
+    "linear_probe_score",
+    "logme_score",
+    "rank_candidates",
+    "ranking_table",
+    "shortlist",
     "INTENSITY_CHOICES",
     "IntensityReport",
     "roc_curve_points",
