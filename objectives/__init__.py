@@ -21,6 +21,17 @@ from ._data import (
 from ._errors import BackboneError, ConfigError, DataError, ObjectiveError
 from ._balance import class_weights, oversample_indices
 from ._intervals import CV_INTERVAL_METHOD, bootstrap_intervals, cv_summary
+from ._calibration import (
+    CALIBRATION_BINNING,
+    apply_temperature,
+    brier_score,
+    calibration_metrics,
+    expected_calibration_error,
+    fit_temperature,
+    reliability_diagram,
+    temperature_report,
+    with_temperature,
+)
 from ._evaluate import Evaluation, evaluate_model, open_labeled, predict_probabilities
 from ._manifest import read_manifest
 from ._metrics import (
@@ -38,6 +49,15 @@ from ._cache import CACHE_ENV, ArrayCache, default_cache_dir
 from ._runtime import XLA_CHOICES, set_worker_options
 
 __all__ = [
+    "CALIBRATION_BINNING",
+    "apply_temperature",
+    "brier_score",
+    "calibration_metrics",
+    "expected_calibration_error",
+    "fit_temperature",
+    "reliability_diagram",
+    "temperature_report",
+    "with_temperature",
     "roc_curve_points",
     "ArrayCache",
     "CACHE_ENV",

@@ -83,7 +83,8 @@ def class_probabilities(outputs: np.ndarray) -> np.ndarray:
 def classification_metrics(labels: Sequence[int], outputs: np.ndarray,
                            class_names: Sequence[str], *, target_specificity: float | None = None,
                            threshold: float | None = None) -> dict[str, Any]:
-    """Accuracy, balanced accuracy, ROC AUC, sensitivity, specificity, F1, loss, confusion matrix.
+    """Accuracy, balanced accuracy, ROC AUC, sensitivity, specificity, F1, loss, Brier score,
+    expected calibration error (`ece`, see _calibration), confusion matrix.
 
     Binary: the second class (sorted folder names) is the positive one. Three or more classes:
     macro one-vs-rest AUC, macro F1 and per-class sensitivity. With `target_specificity`
@@ -138,5 +139,9 @@ def classification_metrics(labels: Sequence[int], outputs: np.ndarray,
         at = threshold_metrics(y_true, probabilities[:, 1], threshold)
         result.update({"threshold": at["threshold"], "sensitivity at threshold": at["sensitivity"],
                        "specificity at threshold": at["specificity"]})
+    from ._calibration import calibration_metrics
+
+    # Brier and ECE (10 equal-width bins): are the probabilities honest, not only well ranked?
+    result.update(calibration_metrics(y_true, probabilities / probabilities.sum(axis=1, keepdims=True)))
     result["confusion_matrix"] = skm.confusion_matrix(y_true, predicted, labels=all_labels).tolist()
     return result

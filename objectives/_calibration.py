@@ -1,0 +1,143 @@
+"""Are the probabilities honest? Brier score, expected calibration error (ECE), reliability-diagram
+data, and temperature scaling fitted on validation outputs only.
+
+Binning (stated once, used everywhere): 10 equal-width bins over [0, 1], scikit-learn's
+`calibration_curve(strategy="uniform")`. Two classes: the probability of the positive class (the
+second, sorted folder name) against the share of positives in each bin. Three or more classes: the
+top-label confidence (highest probability) against the share of correct predictions (Guo et al.
+2017). ECE = sum over non-empty bins of (images in bin / images) * |observed - predicted|."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from ._errors import ConfigError, DataError
+from ._metrics import class_probabilities
+
+ECE_BINS = 10
+CALIBRATION_BINNING = f"{ECE_BINS} equal-width bins over [0, 1] (scikit-learn calibration_curve, strategy uniform)"
+# Probabilities are clipped this far from 0 and 1 before taking logs, as classification_metrics does.
+_EPSILON = 1e-7
+
+
+def _reliability_inputs(labels: Sequence[int], outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """(binary outcome, predicted probability of it, what is plotted) for the reliability diagram."""
+    y_true = np.asarray(labels, dtype=np.int64)
+    probabilities = class_probabilities(outputs)
+    if len(y_true) != len(probabilities):
+        raise DataError(f"{len(y_true)} labels but {len(probabilities)} predictions; pass one prediction per image")
+    if probabilities.shape[1] == 2:
+        return (y_true == 1).astype(np.int64), probabilities[:, 1], "positive-class probability"
+    predicted = probabilities.argmax(axis=1)
+    return (predicted == y_true).astype(np.int64), probabilities.max(axis=1), "top-label confidence"
+
+
+def reliability_diagram(labels: Sequence[int], outputs: np.ndarray, n_bins: int = ECE_BINS) -> dict[str, Any]:
+    """Per non-empty bin: mean predicted probability, observed frequency and image count, plus the ECE."""
+    from sklearn.calibration import calibration_curve
+
+    outcome, predicted, kind = _reliability_inputs(labels, outputs)
+    predicted = np.clip(predicted, 0.0, 1.0)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    # pos_label=1 so a set with one outcome only (all correct, say) still has a diagram.
+    observed, mean_predicted = calibration_curve(outcome, predicted, pos_label=1, n_bins=n_bins, strategy="uniform")
+    counts_all = np.bincount(np.searchsorted(edges[1:-1], predicted), minlength=n_bins)  # sklearn's own binning
+    counts = counts_all[counts_all > 0]
+    ece = float(np.sum(counts / counts.sum() * np.abs(observed - mean_predicted))) if len(counts) else math.nan
+    return {"kind": kind, "binning": CALIBRATION_BINNING.replace(str(ECE_BINS), str(n_bins), 1),
+            "predicted": [float(v) for v in mean_predicted], "observed": [float(v) for v in observed],
+            "count": [int(v) for v in counts], "ece": ece}
+
+
+def expected_calibration_error(labels: Sequence[int], outputs: np.ndarray, n_bins: int = ECE_BINS) -> float:
+    """ECE over `n_bins` equal-width bins (see the module docstring for what is binned)."""
+    return reliability_diagram(labels, outputs, n_bins)["ece"]
+
+
+def brier_score(labels: Sequence[int], outputs: np.ndarray) -> float:
+    """Brier score (scikit-learn): two classes, mean squared error of P(positive); three or more,
+    the mean over images of the squared errors summed over classes."""
+    from sklearn.metrics import brier_score_loss
+
+    y_true = np.asarray(labels, dtype=np.int64)
+    probabilities = class_probabilities(outputs)
+    if probabilities.shape[1] == 2:
+        return float(brier_score_loss(y_true, probabilities[:, 1], pos_label=1))
+    return float(brier_score_loss(y_true, probabilities, labels=list(range(probabilities.shape[1]))))
+
+
+def calibration_metrics(labels: Sequence[int], outputs: np.ndarray) -> dict[str, float]:
+    """`brier` and `ece` (10 equal-width bins), the keys classification_metrics adds."""
+    return {"brier": brier_score(labels, outputs), "ece": expected_calibration_error(labels, outputs)}
+
+
+def _log_probabilities(outputs: np.ndarray) -> np.ndarray:
+    # log p serves as the logits: softmax(log p / T) is the temperature-scaled distribution, and for
+    # two classes it equals sigmoid(logit(p) / T), so a sigmoid model needs no separate case.
+    probabilities = np.clip(class_probabilities(outputs), _EPSILON, 1.0 - _EPSILON)
+    return np.log(probabilities / probabilities.sum(axis=1, keepdims=True))
+
+
+def apply_temperature(outputs: np.ndarray, temperature: float) -> np.ndarray:
+    """Class probabilities (n, classes) after dividing the logits by `temperature`."""
+    from scipy.special import softmax
+
+    return softmax(_log_probabilities(outputs) / float(temperature), axis=1)
+
+
+def fit_temperature(labels: Sequence[int], outputs: np.ndarray) -> float:
+    """The temperature T minimising the negative log-likelihood of softmax(logits / T) on these
+    outputs, which must be validation outputs (never test ones): T > 1 softens an over-confident model."""
+    from scipy.optimize import minimize_scalar
+    from scipy.special import log_softmax
+
+    y_true = np.asarray(labels, dtype=np.int64)
+    logits = _log_probabilities(outputs)
+    if len(y_true) != len(logits):
+        raise DataError(f"{len(y_true)} labels but {len(logits)} predictions; pass one prediction per image")
+    if len(np.unique(y_true)) < 2:
+        raise DataError("temperature scaling needs validation images of at least two classes; "
+                        "use a larger validation split")
+
+    def negative_log_likelihood(log_temperature: float) -> float:
+        scaled = log_softmax(logits / math.exp(log_temperature), axis=1)
+        return float(-scaled[np.arange(len(y_true)), y_true].mean())
+
+    # Search log T so T stays positive; the bounds (T from 0.01 to 100) cover any useful fit.
+    found = minimize_scalar(negative_log_likelihood, bounds=(math.log(0.01), math.log(100.0)), method="bounded",
+                            options={"xatol": 1e-8})
+    return float(math.exp(found.x))
+
+
+def temperature_report(validation_labels: Sequence[int], validation_outputs: np.ndarray,
+                       test_labels: Sequence[int] | None = None, test_outputs: np.ndarray | None = None
+                       ) -> dict[str, Any]:
+    """Fit T on validation outputs and give Brier and ECE before and after, on validation and
+    (when given) on test outputs, for the model card and `train --final --calibrate`."""
+    temperature = fit_temperature(validation_labels, validation_outputs)
+    report: dict[str, Any] = {"method": "temperature scaling (Guo et al. 2017), fitted on validation outputs only",
+                              "temperature": temperature, "binning": CALIBRATION_BINNING}
+    pairs = [("validation", validation_labels, validation_outputs)]
+    if test_labels is not None and test_outputs is not None:
+        pairs.append(("test", test_labels, test_outputs))
+    for name, labels, outputs in pairs:
+        report[name] = {"before": calibration_metrics(labels, outputs),
+                        "after": calibration_metrics(labels, apply_temperature(outputs, temperature))}
+    return report
+
+
+def with_temperature(model: Any, temperature: float) -> Any:
+    """The model with a TemperatureScaling layer appended to its output, so the saved .keras file
+    alone predicts calibrated probabilities (`load_model` registers the layer)."""
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ConfigError(f"temperature {temperature!r} must be a positive number")
+    from ._keras import import_keras
+
+    keras = import_keras()
+    from ._layers import TemperatureScaling
+
+    outputs = TemperatureScaling(float(temperature), name="temperature")(model.outputs[0])
+    return keras.Model(model.inputs, outputs, name=model.name)
