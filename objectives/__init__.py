@@ -32,6 +32,17 @@ from ._calibration import (
     temperature_report,
     with_temperature,
 )
+from ._explain import (
+    Explanation,
+    ExplainError,
+    check_images,
+    colourise,
+    default_target_layer,
+    example_rows,
+    overlay,
+    png_bytes,
+    png_data_uri,
+)
 from ._evaluate import Evaluation, evaluate_model, open_labeled, predict_probabilities
 from ._manifest import read_manifest
 from ._metrics import (
@@ -49,6 +60,17 @@ from ._cache import CACHE_ENV, ArrayCache, default_cache_dir
 from ._runtime import XLA_CHOICES, set_worker_options
 
 __all__ = [
+    "Explanation",
+    "ExplainError",
+    "check_images",
+    "colourise",
+    "default_target_layer",
+    "example_rows",
+    "explain_files",
+    "grad_cam",
+    "overlay",
+    "png_bytes",
+    "png_data_uri",
     "CALIBRATION_BINNING",
     "apply_temperature",
     "brier_score",
@@ -125,6 +147,10 @@ def __getattr__(name: str) -> Any:
         from ._layers import EpochHistory
 
         return EpochHistory
+    if name in ("grad_cam", "explain_files"):
+        from . import _explain
+
+        return getattr(_explain, name)
     if name == "build_model":
         from ._model import build_model
 
