@@ -26,9 +26,11 @@ from ._calibration import (
     apply_temperature,
     brier_score,
     calibration_metrics,
+    check_plot_path,
     expected_calibration_error,
     fit_temperature,
     reliability_diagram,
+    reliability_png,
     temperature_report,
     with_temperature,
 )
@@ -43,7 +45,16 @@ from ._explain import (
     png_bytes,
     png_data_uri,
 )
-from ._evaluate import Evaluation, evaluate_model, open_labeled, predict_probabilities
+from ._evaluate import (
+    SEEN_IMAGES_KEY,
+    Evaluation,
+    SeenImages,
+    evaluate_model,
+    open_labeled,
+    predict_probabilities,
+    seen_image_hashes,
+    seen_images,
+)
 from ._manifest import read_manifest
 from ._metrics import (
     METRIC_DIRECTIONS,
@@ -60,6 +71,10 @@ from ._cache import CACHE_ENV, ArrayCache, default_cache_dir
 from ._runtime import XLA_CHOICES, set_worker_options
 
 __all__ = [
+    "SEEN_IMAGES_KEY",
+    "SeenImages",
+    "seen_image_hashes",
+    "seen_images",
     "Explanation",
     "ExplainError",
     "check_images",
@@ -75,9 +90,11 @@ __all__ = [
     "apply_temperature",
     "brier_score",
     "calibration_metrics",
+    "check_plot_path",
     "expected_calibration_error",
     "fit_temperature",
     "reliability_diagram",
+    "reliability_png",
     "temperature_report",
     "with_temperature",
     "roc_curve_points",

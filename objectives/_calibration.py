@@ -10,6 +10,7 @@ top-label confidence (highest probability) against the share of correct predicti
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -47,7 +48,7 @@ def reliability_diagram(labels: Sequence[int], outputs: np.ndarray, n_bins: int 
     counts_all = np.bincount(np.searchsorted(edges[1:-1], predicted), minlength=n_bins)  # sklearn's own binning
     counts = counts_all[counts_all > 0]
     ece = float(np.sum(counts / counts.sum() * np.abs(observed - mean_predicted))) if len(counts) else math.nan
-    return {"kind": kind, "binning": CALIBRATION_BINNING.replace(str(ECE_BINS), str(n_bins), 1),
+    return {"kind": kind, "bins": n_bins, "binning": CALIBRATION_BINNING.replace(str(ECE_BINS), str(n_bins), 1),
             "predicted": [float(v) for v in mean_predicted], "observed": [float(v) for v in observed],
             "count": [int(v) for v in counts], "ece": ece}
 
@@ -141,3 +142,52 @@ def with_temperature(model: Any, temperature: float) -> Any:
 
     outputs = TemperatureScaling(float(temperature), name="temperature")(model.outputs[0])
     return keras.Model(model.inputs, outputs, name=model.name)
+
+
+def check_plot_path(path: str | Path) -> Path:
+    """The plot path, if it names a PNG file (checked before any work is done)."""
+    path = Path(path).expanduser()
+    if path.suffix.lower() != ".png" or path.is_dir():
+        raise ConfigError(f"plot file {path} must be a file ending in .png; pass e.g. --plot reliability.png")
+    return path
+
+
+def reliability_png(diagram: dict[str, Any], path: str | Path, title: str = "") -> Path:
+    """Draw a reliability diagram (Pillow, no browser needed): the diagonal of perfect calibration,
+    each bin's observed frequency against its mean predicted probability (dot area ~ images), and the ECE."""
+    from PIL import Image, ImageDraw
+
+    width, height, margin = 480, 480, 60
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    side = width - 2 * margin
+
+    def point(x: float, y: float) -> tuple[float, float]:
+        return margin + x * side, height - margin - y * side
+
+    draw.rectangle([point(0, 1), point(1, 0)], outline="black")
+    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+        x, y = point(tick, 0)
+        draw.line([(x, y), (x, y + 5)], fill="black")
+        draw.text((x - 10, y + 8), f"{tick:g}", fill="black")
+        x, y = point(0, tick)
+        draw.line([(x - 5, y), (x, y)], fill="black")
+        draw.text((x - 35, y - 6), f"{tick:g}", fill="black")
+    draw.line([point(0, 0), point(1, 1)], fill=(150, 150, 150), width=1)
+    centres = [point(p, o) for p, o in zip(diagram["predicted"], diagram["observed"])]
+    if len(centres) > 1:
+        draw.line(centres, fill=(31, 119, 180), width=2)
+    largest = max(diagram["count"], default=1)
+    for (x, y), count in zip(centres, diagram["count"]):
+        radius = 3 + 7 * math.sqrt(count / largest)
+        draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=(31, 119, 180))
+    predicted_axis = "mean predicted " + ("P(positive)" if diagram["kind"].startswith("positive") else "confidence")
+    observed_axis = "observed share of positives" if diagram["kind"].startswith("positive") else "observed accuracy"
+    draw.text((margin, height - margin + 25), f"x: {predicted_axis}, {diagram['bins']} equal-width bins",
+              fill="black")
+    draw.text((margin, 12), (title + "  " if title else "") + f"ECE {diagram['ece']:.3f}", fill="black")
+    draw.text((margin, 30), f"y: {observed_axis}; dot area ~ images per bin", fill="black")
+    path = check_plot_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format="PNG")
+    return path

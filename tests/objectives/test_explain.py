@@ -124,3 +124,62 @@ def test_example_rows_pick_confident_right_answers_and_both_kinds_of_error() -> 
     positive = np.array([0.1, 0.45, 0.9, 0.95, 0.6, 0.2])
     rows = example_rows(labels, positive, per_row=2)
     assert rows == {"right": [3, 0], "false positives": [2], "false negatives": [5]}
+
+
+@pytest.mark.slow
+def test_explain_and_evaluate_plot_commands(square_model, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from search.cli import main
+
+    path, _, _, _ = square_model
+    images = [str(path.parent / "test 0.png"), str(path.parent / "test 3.png")]
+    result = CliRunner().invoke(main, ["explain", str(path), *images, "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert len(result.output.strip().splitlines()) == 2 and "explains" in result.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["test 0.gradcam.png", "test 3.gradcam.png"]
+    folder = tmp_path / "eval"
+    for name in ("clear", "square"):
+        (folder / name).mkdir(parents=True)
+    for index in range(6):
+        source = path.parent / f"test {index}.png"
+        (folder / ("square" if index % 2 else "clear") / source.name).write_bytes(source.read_bytes())
+    plot = tmp_path / "reliability.png"
+    result = CliRunner().invoke(main, ["evaluate", str(path), "--data", str(folder), "--bootstrap", "0",
+                                       "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("warning: the model does not record which images trained it")
+    assert "brier" in result.output and "ece" in result.output
+    with Image.open(plot) as drawn:
+        assert drawn.size == (480, 480)
+
+
+def test_explain_errors_are_one_line_and_come_before_tensorflow(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    good = tmp_path / "good.png"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(good)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    script = f"""
+import sys
+from click.testing import CliRunner
+from search.cli import main
+runner = CliRunner()
+for images in ([{str(good)!r}, {str(tmp_path / 'nowhere.png')!r}], [{str(broken)!r}]):
+    result = runner.invoke(main, ["explain", {str(tmp_path / 'model.keras')!r}, *images, "-o", {str(tmp_path / 'o')!r}])
+    print(result.exit_code, result.output.strip())
+result = runner.invoke(main, ["explain", {str(tmp_path / 'model.keras')!r}, {str(good)!r}, "-o", {str(tmp_path / 'o')!r}])
+print(result.exit_code, result.output.strip())
+print("tensorflow" in sys.modules)
+"""
+    lines = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                           cwd=Path(__file__).resolve().parents[2]).stdout.strip().splitlines()
+    assert lines[0].startswith("1 error: image ") and "nowhere.png does not exist" in lines[0]
+    assert lines[1].startswith("1 error: image ") and "cannot be decoded" in lines[1]
+    assert lines[2].startswith("1 error: model file ") and "does not exist" in lines[2]
+    assert lines[3] == "False"
