@@ -20,6 +20,7 @@ from ._data import (
 )
 from ._errors import BackboneError, ConfigError, DataError, ObjectiveError
 from ._balance import class_weights, oversample_indices
+from ._ties import TIE_TEST, cheapest, corrected_resampled_t, describe_ties, trials_within_noise
 from ._intervals import CV_INTERVAL_METHOD, bootstrap_intervals, cv_summary
 from ._calibration import (
     CALIBRATION_BINNING,
@@ -71,6 +72,11 @@ from ._cache import CACHE_ENV, ArrayCache, default_cache_dir
 from ._runtime import XLA_CHOICES, set_worker_options
 
 __all__ = [
+    "TIE_TEST",
+    "cheapest",
+    "corrected_resampled_t",
+    "describe_ties",
+    "trials_within_noise",
     "SEEN_IMAGES_KEY",
     "SeenImages",
     "seen_image_hashes",
