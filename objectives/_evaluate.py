@@ -70,6 +70,20 @@ def seen_image_hashes(trained: list[Path] | tuple[Path, ...], selected: list[Pat
             "selected": sorted(set(file_digests(list(selected))))}
 
 
+def final_model_seen_images(dataset: Any) -> dict[str, list[str]]:
+    """SEEN_IMAGES_KEY's section for a model trained on every development image of an ImageDataset
+    (`train --final`): those images, and the ones the search validated on (folds, split or --val-dir)."""
+    paths = dataset.train_files.paths
+    trained = [paths[i] for i in dataset.plan.development]
+    if dataset.val_files is not None:
+        selected = list(dataset.val_files.paths)
+    elif dataset.plan.validation is not None:
+        selected = [paths[i] for i in dataset.plan.validation[1]]
+    else:
+        selected = [paths[i] for i in sorted({int(i) for _, fold in dataset.plan.folds for i in fold})]
+    return seen_image_hashes(trained, selected)
+
+
 def seen_images(metadata: dict[str, Any], files: LabeledFiles, data: str | Path | None = None) -> SeenImages:
     """Count the evaluation files whose content hash is among the model's trained or selected images."""
     recorded = metadata.get(SEEN_IMAGES_KEY)

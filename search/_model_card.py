@@ -303,3 +303,83 @@ def render_model_card(facts: Mapping[str, Any]) -> str:
              _model_details(facts), _intended_use(facts), _factors(), _metrics(facts), _evaluation_data(facts),
              _training_data(facts), _quantitative(facts), _ethics(), _caveats(facts), _claim_table()]
     return "\n\n".join("\n".join(part) for part in parts).replace("\n\n\n", "\n\n") + "\n"
+
+
+def _describe_range(spec: Any) -> str:
+    if isinstance(spec, list):
+        return "one of " + ", ".join(str(v) for v in spec)
+    if isinstance(spec, Mapping) and "low" in spec:
+        return f"{spec['low']:g} to {spec['high']:g}" + (", log scale" if spec.get("log") else "")
+    return f"fixed {spec}"
+
+
+def search_facts(study: Any, settings: Any, *, within_noise: int | None = None,
+                 budget: str | None = None) -> dict[str, Any]:
+    """The card's `search` section from an Optuna study and its StudySettings (no TensorFlow)."""
+    from optuna.trial import TrialState
+
+    counts = {name: len(study.get_trials(deepcopy=False, states=(state,)))
+              for name, state in (("complete", TrialState.COMPLETE), ("pruned", TrialState.PRUNED),
+                                  ("failed", TrialState.FAIL))}
+    return {"study": study.study_name, "objective": settings.metric, "direction": settings.direction,
+            "sampler": type(study.sampler).__name__, "pruner": settings.pruner, "trials": counts,
+            "budget": budget or f"{sum(counts.values())} trials run",
+            "space": {name: _describe_range(spec) for name, spec in settings.space.items()},
+            "within_noise": within_noise}
+
+
+def _class_counts(labels: Any, class_names: list[str]) -> dict[str, int]:
+    import numpy as np
+
+    counted = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(class_names))
+    return {name: int(count) for name, count in zip(class_names, counted)}
+
+
+def card_facts(document: Mapping[str, Any], metadata: Mapping[str, Any], *, model_file: str | None = None,
+               dataset: Any = None, search: Mapping[str, Any] | None = None,
+               calibration: Mapping[str, Any] | None = None, explanation: Mapping[str, Any] | None = None,
+               ) -> dict[str, Any]:
+    """The facts `render_model_card` needs, from what `train --final` holds: the export document (with its
+    measured `test` section), the saved model's metadata, the ImageDataset it trained on, the study's
+    search facts (`search_facts`), the temperature report and where the saliency overlays are."""
+    config = dict(metadata.get("config") or document.get("config") or {})
+    image_size = config.get("image_size")
+    if config and image_size is None:
+        from objectives import TrialConfig
+
+        image_size = TrialConfig.from_dict(config).resolved_image_size  # None means the backbone's default
+    class_names = list(metadata.get("class_names") or (metadata.get("fingerprint") or {}).get("class_names") or [])
+    test = dict(document.get("test") or metadata.get("test") or {})
+    data: dict[str, Any] = {"location": metadata.get("trained_on") or (document.get("data") or {}).get("data_dir"),
+                            "fingerprint": metadata.get("fingerprint") or (document.get("data") or {}).get("fingerprint")}
+    if dataset is not None:
+        labels = list(dataset.train_files.labels)
+        for extra in (dataset.val_files, dataset.test_files):
+            labels += list(extra.labels) if extra is not None else []
+        data["counts"] = _class_counts(labels, class_names)
+        data["groups"] = dataset.plan.groups.describe()
+        data["split"] = dataset.plan.describe()
+        if test:
+            test["counts"] = _class_counts(_test_labels(dataset), class_names)
+    objective = document.get("objective") or {}
+    search_section = {"study": document.get("study"), "objective": objective.get("metric"),
+                      "direction": objective.get("direction"), **(search or {}),
+                      "selected_trial": document.get("trial")}
+    cv = dict(document.get("cv") or {})
+    if cv:
+        cv.setdefault("metric", objective.get("metric"))
+    created = str(test.get("measured_at") or "")[:10] or None
+    return {"model": {"file": model_file or test.get("model"), "created": created, "backbone": config.get("backbone"),
+                      "image_size": image_size, "weights": config.get("weights"),
+                      "class_names": class_names, "config": config},
+            "data": data, "search": search_section, "cv": cv, "test": test,
+            "threshold": document.get("threshold") or metadata.get("threshold") or {},
+            "calibration": dict(calibration or {}), "explanation": dict(explanation or {}),
+            "versions": metadata.get("versions") or document.get("versions") or {}}
+
+
+def _test_labels(dataset: Any) -> list[int]:
+    # The locked test labels without decoding a single image.
+    if dataset.test_files is not None:
+        return list(dataset.test_files.labels)
+    return [int(dataset.labels[i]) for i in dataset.plan.test]

@@ -68,3 +68,43 @@ def test_owner_text_replaces_prompts_and_missing_facts_say_not_recorded() -> Non
     assert bare.startswith("# Model card: medsweep model")
     assert NOT_RECORDED in bare and "No locked test set was measured" in bare
     assert "Not recalibrated" in bare
+
+
+def test_card_facts_from_a_real_dataset_export_document_and_study(tmp_path, image_folder) -> None:
+    import optuna
+
+    from objectives import DataSpec, ImageDataset, SEEN_IMAGES_KEY, final_model_seen_images, open_labeled, seen_images
+    from search._model_card import card_facts, search_facts
+    from search._study import StudySettings
+
+    spec = DataSpec(str(image_folder), cv=2, test_fraction=0.25, split_seed=0)
+    dataset = ImageDataset.open(spec)
+    space = {"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}, "epochs": [1, 2], "backbone": "MobileNet"}
+    settings = StudySettings(spec, dataset.fingerprint, space, "auc", "maximize", "median")
+    study = optuna.create_study(direction="maximize")
+    for state, value in ((optuna.trial.TrialState.COMPLETE, 0.8), (optuna.trial.TrialState.COMPLETE, 0.9),
+                         (optuna.trial.TrialState.PRUNED, None), (optuna.trial.TrialState.FAIL, None)):
+        study.add_trial(optuna.trial.create_trial(state=state, value=value))
+    document = {"config": {"backbone": "MobileNet", "image_size": None, "weights": "none"},
+                "objective": {"metric": "auc", "direction": "maximize", "value": 0.9}, "study": "tiny", "trial": 1,
+                "cv": {"mean": 0.9, "ci95": [0.8, 1.0], "folds": [0.85, 0.95], "method": "corrected resampled t"},
+                "test": {"images": 6, "measured_at": "2026-11-30T12:00:00+00:00", "metrics": {"auc": 0.75}, "ci95": {}}}
+    metadata = {"class_names": ["abdomen", "chest x-ray"], "fingerprint": dataset.fingerprint,
+                "trained_on": str(image_folder), "versions": {"medsweep": "0.1.0"}}
+    facts = card_facts(document, metadata, model_file="tiny.keras", dataset=dataset,
+                       search=search_facts(study, settings, within_noise=1))
+    assert facts["data"]["counts"] == {"abdomen": 12, "chest x-ray": 12}
+    assert facts["test"]["counts"] == {"abdomen": 3, "chest x-ray": 3}
+    assert facts["search"]["trials"] == {"complete": 2, "pruned": 1, "failed": 1}
+    assert facts["search"]["selected_trial"] == 1 and facts["model"]["image_size"] == 224
+    card = render_model_card(facts)
+    for text in ("18 images for search, 6 locked as test, 2-fold cross-validation", "0.0001 to 0.01, log scale",
+                 "one of 1, 2", "fixed MobileNet", "1 trial within noise of the best", "sampler TPESampler",
+                 "abdomen: 12, chest x-ray: 12", "6 images (abdomen: 3, chest x-ray: 3)", "0.900 [0.800, 1.000]"):
+        assert text in card, text
+    # The images train --final would record: every development image trained it, and with
+    # cross-validation every one of them was also validated on; the test images stay unseen.
+    recorded = final_model_seen_images(dataset)
+    assert len(recorded["trained"]) == 18 and set(recorded["selected"]) == set(recorded["trained"])
+    seen = seen_images({SEEN_IMAGES_KEY: recorded}, open_labeled(image_folder, ["abdomen", "chest x-ray"]))
+    assert (seen.trained, seen.selected, len(seen.unseen)) == (18, 0, 6)
