@@ -90,6 +90,7 @@ __all__ = [
     "default_target_layer",
     "example_rows",
     "explain_files",
+    "example_overlays",
     "grad_cam",
     "overlay",
     "png_bytes",
@@ -172,7 +173,7 @@ def __getattr__(name: str) -> Any:
         from ._layers import EpochHistory
 
         return EpochHistory
-    if name in ("grad_cam", "explain_files"):
+    if name in ("grad_cam", "explain_files", "example_overlays"):
         from . import _explain
 
         return getattr(_explain, name)

@@ -257,3 +257,25 @@ def example_rows(labels: Sequence[int], probabilities: np.ndarray, threshold: fl
     return {"right": most_confident(predicted == y_true),
             "false positives": most_confident((predicted == 1) & (y_true == 0)),
             "false negatives": most_confident((predicted == 0) & (y_true == 1))}
+
+
+def example_overlays(model: Any, images: np.ndarray, labels: Sequence[int], class_names: Sequence[str], *,
+                     threshold: float = 0.5, per_row: int = 4) -> dict[str, list[dict[str, Any]]]:
+    """The report's three rows for a two-class model's validation images (uint8, at the model's size):
+    `right`, `false positives`, `false negatives`, each image a Grad-CAM overlay of its predicted class
+    as a PNG data URI, with its true class and P(positive); a row may be empty."""
+    from ._evaluate import predict_probabilities
+
+    if len(class_names) != 2:
+        raise ExplainError(f"the three example rows need two classes, the model has {len(class_names)}")
+    probabilities = predict_probabilities(model, images)
+    rows = example_rows(labels, probabilities, threshold=threshold, per_row=per_row)
+    chosen = sorted({index for indices in rows.values() for index in indices})
+    if not chosen:
+        return {name: [] for name in rows}
+    predicted = [int(probabilities[i, 1] >= threshold) for i in chosen]
+    maps = dict(zip(chosen, grad_cam(model, np.asarray(images)[chosen], predicted)))
+    return {name: [{"index": i, "uri": png_data_uri(overlay(np.asarray(images[i]), maps[i].heatmap)),
+                    "true": class_names[int(labels[i])], "probability": float(probabilities[i, 1])}
+                   for i in indices]
+            for name, indices in rows.items()}

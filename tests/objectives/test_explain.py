@@ -99,6 +99,21 @@ def test_explain_files_writes_one_overlay_per_image(square_model, tmp_path: Path
         explain_files(path, images, tmp_path / "x", class_name="tumour")
 
 
+@pytest.mark.slow
+def test_example_overlays_fill_the_reports_three_rows(square_model) -> None:
+    from objectives import example_overlays, load_model
+
+    path, images, labels, _ = square_model
+    model, _ = load_model(path)
+    rows = example_overlays(model, images, labels, ["clear", "square"], per_row=3)
+    assert list(rows) == ["right", "false positives", "false negatives"]
+    shown = [item for row in rows.values() for item in row]
+    assert shown and all(item["uri"].startswith("data:image/png;base64,") for item in shown)
+    assert all(item["true"] == "clear" and item["probability"] >= 0.5 for item in rows["false positives"])
+    assert all(item["true"] == "square" and item["probability"] < 0.5 for item in rows["false negatives"])
+    assert len(rows["right"]) == 3
+
+
 def test_missing_and_corrupt_images_are_one_line_errors(tmp_path: Path) -> None:
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
