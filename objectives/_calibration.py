@@ -140,7 +140,8 @@ def with_temperature(model: Any, temperature: float) -> Any:
     keras = import_keras()
     from ._layers import TemperatureScaling
 
-    outputs = TemperatureScaling(float(temperature), name="temperature")(model.outputs[0])
+    # float32 like the output layer, so log(1 - 1e-7) does not round to 0 under mixed_float16
+    outputs = TemperatureScaling(float(temperature), name="temperature", dtype="float32")(model.outputs[0])
     return keras.Model(model.inputs, outputs, name=model.name)
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from ._errors import DataError, ObjectiveError
 from ._keras import import_keras
+from ._metrics import class_probabilities
 
 MIN_MAP_SIDE = 7
 # Anchors of a perceptually ordered blue -> cyan -> yellow -> red colour map (no matplotlib needed).
@@ -100,6 +101,8 @@ def grad_cam(model: Any, images: np.ndarray, class_index: int | Sequence[int] | 
     keras = import_keras()
     feature_model = keras.Model(backbone.inputs, [target_output, backbone.output])
     inputs = tf.convert_to_tensor(np.asarray(images, dtype=np.float32))
+    # The whole model's output, so a temperature layer after the output is reflected in the probabilities.
+    probabilities = class_probabilities(np.asarray(model(inputs, training=False)))
     x = inputs
     for step in before:
         x = step(x)
@@ -107,17 +110,14 @@ def grad_cam(model: Any, images: np.ndarray, class_index: int | Sequence[int] | 
         feature_map, x = feature_model(x, training=False)
         for step in after:
             x = step(x, training=False)
-        logits = tf.matmul(x, output_layer.kernel) + output_layer.bias
-        logits = tf.cast(logits, tf.float32)
-        if logits.shape[-1] == 1:  # sigmoid: the positive logit, negated to explain the negative class
-            probabilities = tf.concat([tf.sigmoid(-logits), tf.sigmoid(logits)], axis=1)
-            scores_by_class = tf.concat([-logits, logits], axis=1)
-        else:
-            probabilities = tf.nn.softmax(logits, axis=1)
-            scores_by_class = logits
+        # float32 like the output layer itself, also under a mixed_float16 policy
+        logits = tf.matmul(tf.cast(x, tf.float32), tf.cast(output_layer.kernel, tf.float32)) \
+            + tf.cast(output_layer.bias, tf.float32)
+        # sigmoid: the positive logit, negated to explain the negative class
+        scores_by_class = tf.concat([-logits, logits], axis=1) if logits.shape[-1] == 1 else logits
         count = int(scores_by_class.shape[1])
         if class_index is None:
-            chosen = np.asarray(tf.argmax(probabilities, axis=1))
+            chosen = probabilities.argmax(axis=1)
         else:
             chosen = np.broadcast_to(np.asarray(class_index, dtype=np.int64), (len(images),)).copy()
             if chosen.min() < 0 or chosen.max() >= count:
@@ -130,7 +130,7 @@ def grad_cam(model: Any, images: np.ndarray, class_index: int | Sequence[int] | 
     size = int(images.shape[1]), int(images.shape[2])
     cams = tf.image.resize(cams[..., None], size, method="bilinear")[..., 0].numpy()
     explanations = []
-    for cam, index, row in zip(cams, chosen, probabilities.numpy()):
+    for cam, index, row in zip(cams, chosen, probabilities):
         top = float(cam.max())
         heatmap = (cam / top if top > 0 else np.zeros_like(cam)).astype(np.float32)
         explanations.append(Explanation(heatmap, int(index), row.astype(np.float64), target))

@@ -73,6 +73,13 @@ def test_heatmap_is_higher_over_the_square_that_decides_the_class(square_model) 
         assert heatmap.max() > heatmap.min()  # not constant
     found = sum(highlighted(explanations[i].heatmap, masks[i]) for i in with_square)
     assert found >= len(with_square) - 1, f"square highlighted in {found}/{len(with_square)} images"
+    # A temperature layer softens the probabilities but leaves the map alone (the logit is explained).
+    from objectives import with_temperature
+
+    softened = grad_cam(with_temperature(model, 2.0), images[with_square], class_index=1)
+    for calibrated, index in zip(softened, with_square):
+        np.testing.assert_allclose(calibrated.heatmap, explanations[index].heatmap, atol=1e-5)
+        assert abs(calibrated.probabilities[1] - 0.5) <= abs(explanations[index].probabilities[1] - 0.5) + 1e-6
     # The same architecture untrained does not pass: the map comes from what training taught.
     from objectives import TrialConfig, build_model
 
