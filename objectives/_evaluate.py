@@ -160,7 +160,7 @@ def evaluate_model(model_path: str | Path, data: str | Path, *, resamples: int =
                             "work; retrain it with this medsweep version or evaluate on images it never saw")
         if not seen.unseen:
             raise DataError(f"all {seen.total} images in {data} trained or selected {model_path}; "
-                            "evaluate on images it never saw (e.g. `medsweep evaluate MODEL --test`)")
+                            "evaluate on images it never saw, such as the study's locked test split")
         files = LabeledFiles(files.class_names, tuple(files.paths[i] for i in seen.unseen),
                              tuple(files.labels[i] for i in seen.unseen))
     model, _ = load_model(model_path)
