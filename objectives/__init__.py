@@ -21,10 +21,44 @@ from ._data import (
 from ._errors import BackboneError, ConfigError, DataError, ObjectiveError
 from ._intensity import INTENSITY_CHOICES, IntensityReport
 from ._balance import class_weights, oversample_indices
+from ._ties import TIE_TEST, cheapest, corrected_resampled_t, describe_ties, trials_within_noise
 from ._intervals import CV_INTERVAL_METHOD, bootstrap_intervals, cv_summary
-from ._evaluate import Evaluation, evaluate_model, open_labeled, predict_probabilities
+from ._calibration import (
+    CALIBRATION_BINNING,
+    apply_temperature,
+    brier_score,
+    calibration_metrics,
+    check_plot_path,
+    expected_calibration_error,
+    fit_temperature,
+    reliability_diagram,
+    reliability_png,
+    temperature_report,
+)
+from ._explain import (
+    Explanation,
+    ExplainError,
+    check_images,
+    colourise,
+    default_target_layer,
+    example_rows,
+    overlay,
+    png_bytes,
+    png_data_uri,
+)
+from ._evaluate import (
+    SEEN_IMAGES_KEY,
+    Evaluation,
+    SeenImages,
+    evaluate_model,
+    final_model_seen_images,
+    open_labeled,
+    predict_probabilities,
+    seen_image_hashes,
+    seen_images,
+)
 from ._manifest import read_manifest
-from ._model import TrialPlan, plan_trial
+from ._model import TrialPlan, plan_trial, with_temperature
 from ._metrics import (
     METRIC_DIRECTIONS,
     SENS_AT_SPEC_PREFIX,
@@ -50,6 +84,39 @@ __all__ = [
     "shortlist",
     "INTENSITY_CHOICES",
     "IntensityReport",
+    "TIE_TEST",
+    "cheapest",
+    "corrected_resampled_t",
+    "describe_ties",
+    "trials_within_noise",
+    "SEEN_IMAGES_KEY",
+    "SeenImages",
+    "seen_image_hashes",
+    "final_model_seen_images",
+    "seen_images",
+    "Explanation",
+    "ExplainError",
+    "check_images",
+    "colourise",
+    "default_target_layer",
+    "example_rows",
+    "explain_files",
+    "example_overlays",
+    "grad_cam",
+    "overlay",
+    "png_bytes",
+    "png_data_uri",
+    "CALIBRATION_BINNING",
+    "apply_temperature",
+    "brier_score",
+    "calibration_metrics",
+    "check_plot_path",
+    "expected_calibration_error",
+    "fit_temperature",
+    "reliability_diagram",
+    "reliability_png",
+    "temperature_report",
+    "with_temperature",
     "roc_curve_points",
     "ArrayCache",
     "CACHE_ENV",
@@ -119,6 +186,10 @@ def __getattr__(name: str) -> Any:
         from ._layers import EpochHistory
 
         return EpochHistory
+    if name in ("grad_cam", "explain_files", "example_overlays"):
+        from . import _explain
+
+        return getattr(_explain, name)
     if name == "build_model":
         from ._model import build_model
 

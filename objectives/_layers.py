@@ -128,6 +128,26 @@ class TrialDropout(keras.layers.Layer):
         return {**super().get_config(), "rate": self.initial_rate, "seed": self.seed}
 
 
+@keras.saving.register_keras_serializable(package="medsweep")
+class TemperatureScaling(keras.layers.Layer):
+    """Divides the logits behind a sigmoid or softmax output by a fitted temperature, so the
+    saved model predicts calibrated probabilities with no step outside the .keras file."""
+
+    def __init__(self, temperature: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.temperature = float(temperature)
+
+    def call(self, inputs: Any) -> Any:
+        ops = keras.ops
+        probabilities = ops.clip(inputs, 1e-7, 1.0 - 1e-7)
+        if inputs.shape[-1] == 1:  # sigmoid output: sigmoid(logit(p) / T)
+            return ops.sigmoid((ops.log(probabilities) - ops.log(1.0 - probabilities)) / self.temperature)
+        return ops.softmax(ops.log(probabilities) / self.temperature, axis=-1)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "temperature": self.temperature}
+
+
 class EpochHistory(keras.callbacks.Callback):
     """Records every epoch's logs as they happen, so a trial stopped early (pruned, killed)
     still has the curves it reached."""

@@ -8,6 +8,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ._outputs import class_probabilities  # noqa: F401  (re-exported)
+
 # metric name -> optimisation direction, for the objectives a study may choose
 METRIC_DIRECTIONS: dict[str, str] = {
     "auc": "maximize",
@@ -71,20 +73,11 @@ def _clean(value: float) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def class_probabilities(outputs: np.ndarray) -> np.ndarray:
-    """Model outputs (one sigmoid column, or softmax columns) as an (n, classes) matrix."""
-    outputs = np.asarray(outputs, dtype=np.float64)
-    if outputs.ndim == 1:
-        outputs = outputs[:, None]
-    if outputs.shape[1] == 1:
-        return np.hstack([1.0 - outputs, outputs])
-    return outputs
-
-
 def classification_metrics(labels: Sequence[int], outputs: np.ndarray,
                            class_names: Sequence[str], *, target_specificity: float | None = None,
                            threshold: float | None = None) -> dict[str, Any]:
-    """Accuracy, balanced accuracy, ROC AUC, sensitivity, specificity, F1, loss, confusion matrix.
+    """Accuracy, balanced accuracy, ROC AUC, sensitivity, specificity, F1, loss, Brier score,
+    expected calibration error (`ece`, see _calibration), confusion matrix.
 
     Binary: the second class (sorted folder names) is the positive one. Three or more classes:
     macro one-vs-rest AUC, macro F1 and per-class sensitivity. With `target_specificity`
@@ -139,6 +132,10 @@ def classification_metrics(labels: Sequence[int], outputs: np.ndarray,
         at = threshold_metrics(y_true, probabilities[:, 1], threshold)
         result.update({"threshold": at["threshold"], "sensitivity at threshold": at["sensitivity"],
                        "specificity at threshold": at["specificity"]})
+    from ._calibration import calibration_metrics
+
+    # Brier and ECE (10 equal-width bins): are the probabilities honest, not only well ranked?
+    result.update(calibration_metrics(y_true, probabilities / probabilities.sum(axis=1, keepdims=True)))
     result["confusion_matrix"] = skm.confusion_matrix(y_true, predicted, labels=all_labels).tolist()
     return result
 

@@ -9,6 +9,7 @@ that decides which; `build_model` and `build_head` share `add_head`, `compile_mo
 
 from __future__ import annotations
 
+import math
 import random
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -240,3 +241,16 @@ def compiled_head(config: TrialConfig, feature_size: int, num_classes: int) -> A
     while len(_COMPILED_HEADS) > _MAX_COMPILED_HEADS:
         _COMPILED_HEADS.popitem(last=False)
     return model
+
+
+def with_temperature(model: Any, temperature: float) -> Any:
+    """The model with a TemperatureScaling layer appended to its output, so the saved .keras file
+    alone predicts calibrated probabilities (`load_model` registers the layer)."""
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ConfigError(f"temperature {temperature!r} must be a positive number")
+    keras = import_keras()
+    from ._layers import TemperatureScaling
+
+    # float32 like the output layer, so log(1 - 1e-7) does not round to 0 under mixed_float16
+    outputs = TemperatureScaling(float(temperature), name="temperature", dtype="float32")(model.outputs[0])
+    return keras.Model(model.inputs, outputs, name=model.name)

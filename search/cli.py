@@ -307,20 +307,43 @@ def train(config_file: str, data_dir: str | None, val_dir: str | None, final: bo
 @click.option("--data", "data", required=True, type=click.Path(), help="Folder of class subfolders or a path,label CSV.")
 @click.option("--bootstrap", default=1000, show_default=True, type=click.IntRange(min=0), help="Bootstrap resamples for the 95% intervals (0: none).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the bootstrap.")
-def evaluate(model_file: str, data: str, bootstrap: int, seed: int) -> None:
-    """Measure a saved model on labelled images: every metric with a bootstrap 95% interval."""
-    from objectives import evaluate_model
+@click.option("--exclude-seen", is_flag=True, help="Leave out the images that trained or selected the model (by content hash).")
+@click.option("--plot", "plot_file", type=click.Path(), help="Also write the reliability diagram as this PNG file.")
+def evaluate(model_file: str, data: str, bootstrap: int, seed: int, exclude_seen: bool, plot_file: str | None) -> None:
+    """Measure a saved model on labelled images: every metric with a bootstrap 95% interval, and
+    how many of the images the model already saw."""
+    from objectives import check_plot_path, evaluate_model, reliability_png
 
     from .results._format import format_metrics
     from .results._inputs import check_evaluation_inputs
 
     check_evaluation_inputs(model_file, data)  # before TensorFlow loads
-    evaluation = evaluate_model(model_file, data, resamples=bootstrap, seed=seed)
+    if plot_file:
+        check_plot_path(plot_file)
+    evaluation = evaluate_model(model_file, data, resamples=bootstrap, seed=seed, exclude_seen=exclude_seen)
+    if evaluation.seen is not None:
+        click.echo(evaluation.seen.describe(excluded=exclude_seen))
     note = f", threshold {evaluation.threshold:.4f} from the model" if evaluation.threshold is not None else ""
     click.echo(f"{model_file} on {data}: {evaluation.metrics['n']} images{note}")
     if evaluation.unread:
         click.echo(f"note: {evaluation.unread}")
     click.echo(format_metrics(evaluation.metrics, evaluation.intervals))
+    if plot_file and evaluation.reliability is not None:
+        click.echo(f"reliability diagram written to {reliability_png(evaluation.reliability, plot_file, Path(model_file).name)}")
+
+
+@main.command()
+@click.argument("model_file", type=click.Path())
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--output", "output_dir", required=True, type=click.Path(), help="Folder for the overlay PNGs (IMAGE.gradcam.png).")
+@click.option("--class", "class_name", help="Explain this class for every image instead of each image's predicted class.")
+@click.option("--layer", help="Backbone layer whose feature map Grad-CAM uses (default: the deepest one at least 7x7).")
+def explain(model_file: str, images: tuple[str, ...], output_dir: str, class_name: str | None, layer: str | None) -> None:
+    """Write a Grad-CAM overlay PNG for each image: where the model looks for its prediction."""
+    from objectives import explain_files
+
+    for row in explain_files(model_file, images, output_dir, class_name=class_name, layer=layer):
+        click.echo(f"{row['overlay']}\t{row['class']}\t{row['probability']:.4f}\texplains {row['explained']}")
 
 
 @main.command()
