@@ -163,3 +163,33 @@ def test_a_signal_at_any_moment_loses_no_trial_and_keeps_the_exact_budget(postgr
     print(f"{len(runs)} {'SIGKILL' if kill else 'SIGTERM'} runs in {time.monotonic() - started:.0f} s; "
           f"exit after the signal: median {exits[len(exits) // 2]:.2f} s, max {exits[-1]:.2f} s; "
           f"{sum(run.reached for run in held)}/{len(held)} hand-back runs ended inside the hand-back")
+
+
+@pytest.mark.slow
+def test_a_hand_back_stuck_behind_a_locked_table_exits_in_time_and_loses_nothing(postgres_url: str,
+                                                                              tmp_path: Path) -> None:
+    """Issue 11's reproduction: another session holds `trial_system_attributes` locked while the
+    worker is told to stop, so the hand-back cannot finish before the hard-stop timer."""
+    import sqlalchemy
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.create_study(storage=postgres_url, study_name="locked", sampler=make_sampler())
+    log = tmp_path / "locked.log"
+    worker = _start(postgres_url, "locked", ["--pause", "epoch:1:0.5"], log)
+    locker = sqlalchemy.create_engine(postgres_url)
+    try:
+        _wait_for_pause(worker, log, "epoch")
+        with locker.connect() as connection:
+            connection.execute(sqlalchemy.text("LOCK TABLE trial_system_attributes IN EXCLUSIVE MODE"))
+            sent = time.monotonic()
+            worker.send_signal(signal.SIGTERM)
+            code = worker.wait(timeout=30)
+            took = time.monotonic() - sent
+            connection.rollback()  # releases the table
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        locker.dispose()
+    run = Run(0, "hand-back behind a locked table", "SIGTERM", code, took, _finish(postgres_url, "locked"), True)
+    check(run)
+    assert code == 128 + signal.SIGTERM and took > 8, run  # the hard-stop timer ended it
