@@ -1,7 +1,9 @@
 """One worker process's loop: take the next trial of the study's total budget under the storage
 lock, train it with a heartbeat, and hand it back for a retry when the process is told to stop
 (SIGTERM from a preempted node, Ctrl-C). Trials of dead workers are failed and queued for a
-retry by whichever worker looks next (Optuna heartbeats and the stale-trial callback)."""
+retry by whichever worker looks next (the storage's heartbeats). A trial is marked for its retry
+before it is failed, so a process killed between the two writes leaves a state the next worker
+repairs: no moment of a worker's life loses a trial (tests/workers/test_fault_injection.py)."""
 
 from __future__ import annotations
 

@@ -174,7 +174,8 @@ def _alive(pid: int) -> bool:
 def test_sigkilled_supervisor_leaves_no_orphan_and_its_workers_hand_their_trials_back(
         postgres_url: str, image_folder: Path, tmp_path: Path) -> None:
     study = create_study(postgres_url, image_folder, tmp_path, space=LONG_SPACE)
-    supervisor = start_worker(study, "--workers", "2", "--n-trials", "4", *FAST, storage=postgres_url,
+    # A budget that keeps orphans busy for minutes: they must stop because their supervisor died.
+    supervisor = start_worker(study, "--workers", "2", "--n-trials", "50", *FAST, storage=postgres_url,
                               log=tmp_path / "workers.log")
     children: list[int] = []
     try:
@@ -191,6 +192,7 @@ def test_sigkilled_supervisor_leaves_no_orphan_and_its_workers_hand_their_trials
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
     log = (tmp_path / "workers.log").read_text()
+    print(f"workers stopped {took:.2f} s after their supervisor was killed")
     assert took < 10, log
     assert log.count("SIGTERM: handing the current trial back") == 2, log
     final = trials(postgres_url, study)
@@ -218,7 +220,9 @@ def test_sigterm_exit_stays_under_ten_seconds_with_two_other_workers_loading_the
         workers[0].send_signal(signal.SIGTERM)
         code = workers[0].wait(timeout=30)
         took = time.monotonic() - sent
-        assert all(worker.poll() is None for worker in workers[1:])  # the other two were still loading the cores
+        # the other two were still loading the cores
+        ended = [i for i, worker in enumerate(workers[1:], 1) if worker.poll() is not None]
+        assert not ended, "\n".join((tmp_path / f"w{i}.log").read_text()[-3000:] for i in ended)
     finally:
         for worker in workers:
             if worker.poll() is None:
