@@ -213,3 +213,20 @@ time.sleep(30)
     flagged, busy = (float(x) for x in re.findall(r"(\d+\.\d+) s", done.stdout))
     assert flagged < busy - 0.1 or busy < 0.4, done.stdout  # (a fast machine may finish the hash first)
     assert "SIGTERM: handing the current trial back" in done.stdout
+
+
+@pytest.mark.slow
+def test_a_cross_validated_worker_names_the_fold_on_every_epoch_line(image_folder: Path, tmp_path: Path) -> None:
+    """A real worker (one process, no terminal) on a 2-fold study: `[cpu0] trial 0 fold 2/2 epoch 1/1`."""
+    from .conftest import ONE_EPOCH_SPACE, medsweep
+
+    storage = f"sqlite:///{tmp_path / 'cv.db'}"
+    space = tmp_path / "space.yaml"
+    space.write_text(ONE_EPOCH_SPACE)
+    medsweep("create", "cv", "--data", str(image_folder), "--space", str(space), "--cv", "2", "--pruner", "none",
+             storage=storage)
+    done = medsweep("worker", "cv", "--n-trials", "1", storage=storage, env={"CUDA_VISIBLE_DEVICES": "-1"})
+    epochs = [line for line in done.stderr.splitlines() if " epoch " in line]
+    assert [re.sub(r"^\S+ ", "", line).split(" val_")[0] for line in epochs] == [
+        "[cpu0] trial 0 fold 1/2 epoch 1/1", "[cpu0] trial 0 fold 2/2 epoch 1/1"], done.stderr
+    assert "[cpu0] worker done: ran 1 trials (1 complete)" in done.stdout, done.stdout
