@@ -218,8 +218,13 @@ def test_sigterm_exit_stays_under_ten_seconds_with_two_other_workers_loading_the
         wait_for(all_training, 240, "three trials in the middle of training", poll=0.1)
         sent = time.monotonic()
         workers[0].send_signal(signal.SIGTERM)
+        # From its last line ("worker done": the trial is handed back) to its exit: what the
+        # interpreter and TensorFlow shutdown used to take (seconds under load).
+        said_done = wait_for(lambda: "worker done" in (tmp_path / "w0.log").read_text() and time.monotonic(), 30,
+                             "the stopped worker's last line", poll=0.02)
         code = workers[0].wait(timeout=30)
-        took = time.monotonic() - sent
+        exited = time.monotonic()
+        took, shutdown = exited - sent, exited - said_done
         # the other two were still loading the cores
         ended = [i for i, worker in enumerate(workers[1:], 1) if worker.poll() is not None]
         assert not ended, "\n".join((tmp_path / f"w{i}.log").read_text()[-3000:] for i in ended)
@@ -233,11 +238,15 @@ def test_sigterm_exit_stays_under_ten_seconds_with_two_other_workers_loading_the
             except Exception:
                 worker.kill()
     log = (tmp_path / "w0.log").read_text()
-    print(f"SIGTERM to exit with two other workers training: {took:.2f} s")
+    print(f"SIGTERM to exit with two other workers training: {took:.2f} s, of which {shutdown:.2f} s after its last line")
     assert code == 128 + signal.SIGTERM, log
     assert took < 10, log
+    assert shutdown < 1.5, log
     assert "handed back for a retry" in log, log
     final = trials(postgres_url, study)
     assert not [t for t in final if t.state == TrialState.RUNNING]
-    retried = {t.system_attrs.get("failed_trial") for t in final if t.state == TrialState.WAITING}
-    assert all(t.number in retried for t in final if t.state == TrialState.FAIL)
+    # Every handed-back trial was retried (the other two workers, stopped last, may have been
+    # running a retry: its own retry names it in `retry_history`).
+    retried = {n for t in final for n in t.system_attrs.get("retry_history", [])}
+    assert all(t.number in retried for t in final if t.state == TrialState.FAIL), [
+        (t.number, t.state.name, t.system_attrs.get("retry_history")) for t in final]
