@@ -57,8 +57,9 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 
 @contextmanager
-def storage_lock(storage: Any, name: str) -> Iterator[None]:
-    """Hold the lock called `name` on an Optuna RDBStorage for the duration of the block.
+def backend_lock(storage: Any, name: str) -> Iterator[None]:
+    """Hold the lock called `name` on an Optuna RDBStorage for the duration of the block (one
+    attempt; `storage_lock` is the public entry that also waits out a database restart).
 
     Every process on every machine that opens the same storage waits here for the others."""
     from sqlalchemy.engine import make_url
@@ -77,3 +78,14 @@ def storage_lock(storage: Any, name: str) -> Iterator[None]:
                     yield
         else:
             raise StorageError(f"workers need a PostgreSQL or SQLite storage to share a study's budget, not {backend}")
+
+
+def storage_lock(storage: Any, name: str) -> Any:
+    """A context manager holding the storage-wide lock called `name`: every worker process on
+    every machine that opens the same storage waits here for the others. On a storage from
+    `open_storage` it also waits out a database restart."""
+    from ._resilient import ResilientRDBStorage  # imports Optuna: only when a lock is taken
+
+    if isinstance(storage, ResilientRDBStorage):
+        return storage.lock(name)
+    return backend_lock(storage, name)
