@@ -252,8 +252,12 @@ def _quantitative(facts: Mapping[str, Any]) -> list[str]:
 def _calibration_lines(calibration: Mapping[str, Any]) -> list[str]:
     if not calibration or calibration.get("temperature") is None:
         return ["- Not recalibrated: the probabilities are the network's own (see Brier and ECE above)."]
-    lines = [f"- {_value(calibration.get('method'))}: temperature {calibration['temperature']:.3f} "
-             "(above 1: the network was over-confident), stored in the model as its last layer."]
+    temperature = float(calibration["temperature"])
+    # Which way the fit went, in words; T = 1 would be no change.
+    meaning = ("above 1: the network was over-confident" if temperature > 1
+               else "below 1: the network was under-confident" if temperature < 1 else "1: no change")
+    lines = [f"- {_value(calibration.get('method'))}: temperature {temperature:.3f} "
+             f"({meaning}), stored in the model as its last layer."]
     rows = []
     for part in ("validation", "test"):
         figures = calibration.get(part) or {}

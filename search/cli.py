@@ -371,7 +371,7 @@ def _evaluate_locked_test(model_file: str, data: str | None, remeasure: bool, bo
         click.echo(f"the locked test split of study {study!r} was already measured for this model at "
                    f"{stored.get('measured_at')}; showing those figures (pass --remeasure to measure again; a second "
                    "measurement after acting on the first is optimistic)")
-        click.echo(f"{model_file} on study {study!r}'s locked test split: {stored.get('images')} images")
+        click.echo(f"{model_file} on the locked test split of study {study!r}: {stored.get('images')} images")
         click.echo(format_metrics(stored.get("metrics") or {}, stored.get("ci95") or {}))
         return
     _, settings = load_study(_open(storage), study)
@@ -381,7 +381,7 @@ def _evaluate_locked_test(model_file: str, data: str | None, remeasure: bool, bo
     click.echo(result.seen_line)
     threshold = (metadata.get("threshold") or {}).get("value")
     note = f", threshold {threshold:.4f} from the model" if threshold is not None else ""
-    click.echo(f"{model_file} on study {study!r}'s locked test split: {result.test['images']} images, measured once{note}")
+    click.echo(f"{model_file} on the locked test split of study {study!r}: {result.test['images']} images, measured once{note}")
     click.echo(format_metrics(result.test["metrics"], result.test["ci95"]))
     click.echo(f"test figures written into {model_file}; a second `evaluate --test` shows them")
     if plot_file and result.reliability is not None:

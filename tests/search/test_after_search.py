@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from search.cli import main
 from storage import open_storage
 
-from ..conftest import TINY_SPACE, write_image_folder
+from ..conftest import write_image_folder
 
 CHROMIUM = os.environ.get("MEDSWEEP_CHROMIUM", "/usr/bin/chromium")
 
@@ -104,7 +104,18 @@ def test_evaluate_test_needs_a_model_that_names_its_study(tmp_path: Path) -> Non
 
 
 # ---------------------------------------------------------------------------------------------
-# The whole loop on real training (MobileNet alpha 0.25, random weights, 32 px, 1-2 epochs)
+# The whole loop on real training (VGG19's random frozen features, 32 px, a few epochs: enough to
+# learn the classes' brightness, so the figures are not those of a constant model)
+
+LEARNING_SPACE = """\
+backbone: VGG19
+image_size: 32
+weights: none
+augmentation: false
+learning_rate: {low: 0.001, high: 0.01, log: true}
+epochs: [3, 5]
+batch_size: [8]
+"""
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +125,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | str]:
     root = tmp_path_factory.mktemp("after")
     data = write_image_folder(root / "data", {"abdomen": 16, "chest x-ray": 16})
     space = root / "space.yaml"
-    space.write_text(TINY_SPACE)
+    space.write_text(LEARNING_SPACE)
     url = f"sqlite:///{root / 'studies.db'}"
     _invoke("create", "s", "--data", str(data), "--space", str(space), "--cv", "3", "--test-fraction", "0.25",
             "--pruner", "none", "--storage", url)
@@ -154,7 +165,7 @@ def test_final_calibrated_model_card_evaluate_test_and_report(searched: dict, tm
 
     card = (tmp_path / "final.card.md").read_text()
     for text in ("## Model details", "## Quantitative analyses", "CLAIM", "temperature", "within noise",
-                 "abdomen: 20, chest x-ray: 20", "Grad-CAM"):
+                 "abdomen: 16, chest x-ray: 16", "Grad-CAM"):
         assert text in card, text
 
     # evaluate --test: train --final already measured it, so the stored figures are shown
@@ -164,7 +175,7 @@ def test_final_calibrated_model_card_evaluate_test_and_report(searched: dict, tm
                     "--plot", str(tmp_path / "rel.png"))
     first = again.splitlines()[0]
     assert first == "none of the 8 images trained or selected this model (checked by content hash)", again
-    assert "locked test split: 8 images, measured once" in again and (tmp_path / "rel.png").stat().st_size > 1000
+    assert "locked test split of study 's': 8 images, measured once" in again and (tmp_path / "rel.png").stat().st_size > 1000
     assert read_model_metadata(model)["test"]["note"].startswith("measured by `medsweep evaluate --test`")
 
     # evaluate on the whole folder: the first line counts the seen images; --exclude-seen keeps the 8 others
@@ -172,6 +183,15 @@ def test_final_calibrated_model_card_evaluate_test_and_report(searched: dict, tm
     assert whole.startswith("warning: 24 of 32 images trained (16) or selected (8) this model"), whole
     rest = _invoke("evaluate", str(model), "--data", str(data), "--bootstrap", "0", "--exclude-seen")
     assert rest.startswith("excluded 24 of 32 images") and "measuring the other 8" in rest.splitlines()[0]
+
+    # a plain `train` on the whole folder records its images: `evaluate --test` then says the test trained it
+    plain = tmp_path / "plain.keras"
+    _invoke("train", str(export), "--data", str(data), "-o", str(plain))
+    leaked = _invoke("evaluate", str(plain), "--test", "--bootstrap", "0", "--storage", url)
+    assert leaked.startswith("warning: 8 of 8 images trained (8) or selected (0) this model"), leaked
+    refused = CliRunner().invoke(main, ["evaluate", str(plain), "--test", "--remeasure", "--exclude-seen",
+                                        "--storage", url])
+    assert refused.exit_code == 1 and "error: all 8 locked test images of study 's' trained or selected" in refused.output
 
     overlays = _invoke("explain", str(model), *[str(p) for p in sorted((data / "abdomen").iterdir())[:2]],
                        "-o", str(tmp_path / "overlays"))
