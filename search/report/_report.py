@@ -436,7 +436,7 @@ def examples_html(settings: StudySettings, model_file: str | Path | None, per_ro
     """The three rows (right, false positives, false negatives) of Grad-CAM overlays on the study's
     validation images (never its locked test split), as embedded PNGs; a note without a model."""
     if model_file is None:
-        return ('<p class="note">Not drawn: pass <code>--model MODEL.keras</code> (e.g. the model of '
+        return ('<p class="note">No model given: pass <code>--model MODEL.keras</code> (e.g. the model of '
                 '<code>medsweep train --final</code>) to see where it looks on the validation images.</p>')
     from objectives import (ImageDataset, LabeledFiles, ObjectiveError, example_overlays, load_model,
                             seen_images)
@@ -447,7 +447,7 @@ def examples_html(settings: StudySettings, model_file: str | Path | None, per_ro
         model, metadata = load_model(model_file)
         class_names = list(metadata.get("class_names") or [])
         if len(class_names) != 2:
-            return f'<p class="note">Not drawn: the three rows need a two-class model; this one has {len(class_names)} classes.</p>'
+            return f'<p class="note">No rows: the three rows need a two-class model; this one has {len(class_names)} classes.</p>'
         dataset = ImageDataset.open(settings.data)
         if list(dataset.class_names) != class_names:
             raise ReportError(f"--model {model_file} has classes {class_names}, the study {list(dataset.class_names)}; "
