@@ -373,6 +373,8 @@ def _evaluate_locked_test(model_file: str, data: str | None, remeasure: bool, bo
                    "measurement after acting on the first is optimistic)")
         click.echo(f"{model_file} on the locked test split of study {study!r}: {stored.get('images')} images")
         click.echo(format_metrics(stored.get("metrics") or {}, stored.get("ci95") or {}))
+        if plot_file:
+            click.echo("note: no reliability diagram written; the stored figures hold none (--remeasure draws one)")
         return
     _, settings = load_study(_open(storage), study)
     dataset = open_test_split(settings, metadata, study, data)
