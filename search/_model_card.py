@@ -13,7 +13,8 @@ the card fills from what medsweep recorded and which are left to the model's own
                groups (text: groups and duplicates), split (text: how the images were partitioned)
   search:      study, space {parameter: spec}, budget (text or {n_trials, timeout}), trials
                {complete, pruned, failed}, objective, direction, sampler, pruner, selected_trial,
-               within_noise (number of trials not distinguishable from the selected one)
+               within_noise (number of trials not distinguishable from the selected one), selected_how
+               (text: how the exported trial was chosen; default "the best by the objective")
   cv:          metric, mean, ci95 [low, high], folds [..], method
   test:        images, measured_at, metrics {name: value}, ci95 {name: [low, high]}, counts {class: images}
   threshold:   value, target_specificity, chosen_on
@@ -218,7 +219,7 @@ def _quantitative(facts: Mapping[str, Any]) -> list[str]:
              f"{_value(search.get('pruner'))}, budget {_value(budget)}.",
              f"- Trials: {_value(trials.get('complete'))} complete, {_value(trials.get('pruned'))} pruned, "
              f"{_value(trials.get('failed'))} failed; the final model retrains trial "
-             f"{_value(search.get('selected_trial'))}, the best by the objective."]
+             f"{_value(search.get('selected_trial'))}, {search.get('selected_how') or 'the best by the objective'}."]
     if search.get("within_noise") is not None:
         from objectives import TIE_TEST, describe_ties
 

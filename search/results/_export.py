@@ -66,6 +66,9 @@ def export_best(study: optuna.Study, settings: StudySettings, prefer: str = "bes
                         else f"the cheapest of the best and its ties (trial {trial.number}, by wall-clock seconds)"}
     # What the model card of `train --final` says about the search, so it needs no storage.
     document["search"] = search_facts(study, settings, within_noise=None if ties.reason else len(ties.within))
+    if trial.number != ties.best:
+        document["search"]["selected_how"] = (f"the cheapest (by wall-clock seconds) of the best trial {ties.best} "
+                                              "and the trials within noise of it")
     return document
 
 

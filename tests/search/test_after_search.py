@@ -74,7 +74,12 @@ def test_ties_are_marked_in_status_export_and_report(tied_study: str, tmp_path: 
 
     cheap = _invoke("export", "ties", "--prefer", "cheapest", "--storage", tied_study, "-o", str(tmp_path / "cheap.yaml"))
     assert cheap.startswith("exported trial 1 "), cheap  # trial 3 is cheaper but not within noise
-    assert yaml.safe_load((tmp_path / "cheap.yaml").read_text())["trial"] == 1
+    cheap_document = yaml.safe_load((tmp_path / "cheap.yaml").read_text())
+    assert cheap_document["trial"] == 1 and "cheapest" in cheap_document["search"]["selected_how"]
+    from search._model_card import render_model_card
+
+    assert "retrains trial 1, the cheapest (by wall-clock seconds) of the best trial 0" in render_model_card(
+        {"search": {**cheap_document["search"], "selected_trial": 1}})
 
     _invoke("report", "ties", "--storage", tied_study, "-o", str(tmp_path / "r.html"))
     text = (tmp_path / "r.html").read_text()
