@@ -425,11 +425,12 @@ def _figure_reliability(best: FrozenTrial | None) -> tuple[Any, str]:
         hovertemplate="predicted %{x:.3f}<br>observed %{y:.3f}<br>%{text}<extra></extra>"))
     ece = diagram.get("ece")
     figure.update_layout(
-        title=f"ECE {ece:.3f}; {diagram.get('binning', '')}" if isinstance(ece, (int, float)) else diagram.get("binning", ""),
+        title=f"ECE {ece:.3f}" if isinstance(ece, (int, float)) else "",
         xaxis_title="mean predicted " + ("P(positive)" if positive else "confidence"),
         yaxis_title="observed share of positives" if positive else "observed accuracy",
         xaxis_range=[0, 1], yaxis_range=[0, 1], width=520, height=480)
-    return figure, "below the diagonal: over-confident; dot area ~ images per bin"
+    return figure, (f"below the diagonal: over-confident; dot area ~ images per bin; "
+                    f"{diagram.get('binning') or 'equal-width bins'}")
 
 
 def examples_html(settings: StudySettings, model_file: str | Path | None, per_row: int = 4) -> str:
