@@ -5,7 +5,7 @@ or an Optuna storage from it."""
 
 from ._errors import StorageError
 from ._heartbeat import heartbeat, heartbeat_grace, heartbeat_interval, stale_trial_ids
-from ._lock import storage_lock
+from ._storage_lock import storage_lock
 from ._open import open_storage
 from ._url import (
     DEFAULT_STORAGE_URL,

@@ -78,14 +78,3 @@ def backend_lock(storage: Any, name: str) -> Iterator[None]:
                     yield
         else:
             raise StorageError(f"workers need a PostgreSQL or SQLite storage to share a study's budget, not {backend}")
-
-
-def storage_lock(storage: Any, name: str) -> Any:
-    """A context manager holding the storage-wide lock called `name`: every worker process on
-    every machine that opens the same storage waits here for the others. On a storage from
-    `open_storage` it also waits out a database restart."""
-    from ._resilient import ResilientRDBStorage  # imports Optuna: only when a lock is taken
-
-    if isinstance(storage, ResilientRDBStorage):
-        return storage.lock(name)
-    return backend_lock(storage, name)
