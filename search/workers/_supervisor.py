@@ -153,13 +153,11 @@ def run_in_process(storage_url: str, study: str, options: WorkerOptions, label: 
     """One worker in this process; returns its exit status (128 + signal when stopped).
 
     `shared`: a supervisor's child, whose output other workers share."""
-    import optuna
-
     from ._loop import StopRequest
     from ._progress import Progress
     from ._worker import work_on_study
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Optuna's verbosity is the CLI's (`--verbose`, or MEDSWEEP_VERBOSE inherited by children).
     stop = StopRequest()
     stop.install()
     _stop_when_orphaned(stop)
