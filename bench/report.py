@@ -86,6 +86,12 @@ def synthetic_trials(n_trials: int, seed: int = 0, *, baselines: bool = True,
                 "confusion_matrix": [[correct, 20 - correct], [20 - correct, correct]],
             }
             user_attrs[record.ROC_CURVE] = {"fpr": [0.0, 0.1, 0.3, 1.0], "tpr": [0.0, value * 0.6, value, 1.0]}
+            # No random draws here, so the trials after this one stay as they were.
+            observed = [0.1 * value, 0.3 * value, 0.5, 1 - 0.3 * value, 1 - 0.1 * value]
+            user_attrs[record.RELIABILITY] = {
+                "kind": "positive-class probability", "bins": 10, "binning": "10 equal-width bins over [0, 1]",
+                "predicted": [0.15, 0.35, 0.5, 0.65, 0.85], "observed": observed, "count": [8, 8, 8, 8, 8],
+                "ece": sum(abs(o - p) for o, p in zip(observed, (0.15, 0.35, 0.5, 0.65, 0.85))) / 5}
             if cross_validated:
                 half = float(rng.uniform(0.02, 0.08))
                 user_attrs[record.CV] = {"mean": value, "std": half, "ci95": [max(0.0, value - half), min(1.0, value + half)],

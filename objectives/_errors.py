@@ -6,6 +6,10 @@ from __future__ import annotations
 class ObjectiveError(Exception):
     """Base class of user-facing errors from `objectives` (caught by the CLI)."""
 
+    # True for errors every trial of a study would hit (keras-tuner's FatalError): a worker
+    # stops at once with the message instead of failing trial after trial.
+    fatal = False
+
 
 class ConfigError(ObjectiveError):
     """A TrialConfig field or file is wrong."""
@@ -14,6 +18,10 @@ class ConfigError(ObjectiveError):
 class DataError(ObjectiveError):
     """An image folder, manifest or image file cannot be used."""
 
+    fatal = True  # every trial of a study reads the same data
+
 
 class BackboneError(ConfigError):
     """An unknown backbone, or weights that cannot be found or loaded."""
+
+    fatal = True  # a missing weights file or unknown backbone fails every trial that uses it

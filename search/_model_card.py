@@ -13,7 +13,8 @@ the card fills from what medsweep recorded and which are left to the model's own
                groups (text: groups and duplicates), split (text: how the images were partitioned)
   search:      study, space {parameter: spec}, budget (text or {n_trials, timeout}), trials
                {complete, pruned, failed}, objective, direction, sampler, pruner, selected_trial,
-               within_noise (number of trials not distinguishable from the selected one)
+               within_noise (number of trials not distinguishable from the selected one), selected_how
+               (text: how the exported trial was chosen; default "the best by the objective")
   cv:          metric, mean, ci95 [low, high], folds [..], method
   test:        images, measured_at, metrics {name: value}, ci95 {name: [low, high]}, counts {class: images}
   threshold:   value, target_specificity, chosen_on
@@ -218,7 +219,7 @@ def _quantitative(facts: Mapping[str, Any]) -> list[str]:
              f"{_value(search.get('pruner'))}, budget {_value(budget)}.",
              f"- Trials: {_value(trials.get('complete'))} complete, {_value(trials.get('pruned'))} pruned, "
              f"{_value(trials.get('failed'))} failed; the final model retrains trial "
-             f"{_value(search.get('selected_trial'))}, the best by the objective."]
+             f"{_value(search.get('selected_trial'))}, {search.get('selected_how') or 'the best by the objective'}."]
     if search.get("within_noise") is not None:
         from objectives import TIE_TEST, describe_ties
 
@@ -252,8 +253,12 @@ def _quantitative(facts: Mapping[str, Any]) -> list[str]:
 def _calibration_lines(calibration: Mapping[str, Any]) -> list[str]:
     if not calibration or calibration.get("temperature") is None:
         return ["- Not recalibrated: the probabilities are the network's own (see Brier and ECE above)."]
-    lines = [f"- {_value(calibration.get('method'))}: temperature {calibration['temperature']:.3f} "
-             "(above 1: the network was over-confident), stored in the model as its last layer."]
+    temperature = float(calibration["temperature"])
+    # Which way the fit went, in words; T = 1 would be no change.
+    meaning = ("above 1: the network was over-confident" if temperature > 1
+               else "below 1: the network was under-confident" if temperature < 1 else "1: no change")
+    lines = [f"- {_value(calibration.get('method'))}: temperature {temperature:.3f} "
+             f"({meaning}), stored in the model as its last layer."]
     rows = []
     for part in ("validation", "test"):
         figures = calibration.get(part) or {}

@@ -16,6 +16,12 @@ CV = "cv"  # {"mean", "std", "ci95": [low, high], "folds": [...]} when cross-val
 FAIL_REASON = "fail_reason"  # one line on a failed trial
 ROC_CURVE = "roc_curve"  # {"fpr": [...], "tpr": [...]} of a binary single-split trial
 BASELINE = "baseline"  # the survey baseline's label on a trial `medsweep paper` enqueued
+# {"kind", "bins", "binning", "predicted": [...], "observed": [...], "count": [...], "ece"} of the
+# trial's validation outputs (pooled over folds when cross-validated), for the report's diagram.
+RELIABILITY = "reliability"
+# Keys inside the `cv` attribute beyond cv_summary's: the validation share of one fold, which the
+# corrected resampled t-test of the ties needs (n_validation / n_total).
+CV_VALIDATION_SHARE = "validation_share"
 
 # System attributes (not shown to users).
 WORKER = "medsweep:worker"  # which process ran (or runs) the trial
@@ -61,6 +67,31 @@ def cv_interval(trial: FrozenTrial) -> tuple[float, float, int] | None:
         return None
     folds = cv.get("folds") if cv else None
     return float(ci95[0]), float(ci95[1]), len(folds) if isinstance(folds, list) else 0
+
+
+def fold_scores(trial: FrozenTrial) -> list[float] | None:
+    """The objective's value on each cross-validation fold, or None for a single-split trial."""
+    cv = cv_of(trial)
+    folds = cv.get("folds") if cv else None
+    if not isinstance(folds, list) or not folds or any(not isinstance(v, (int, float)) for v in folds):
+        return None
+    return [float(v) for v in folds]
+
+
+def validation_share(trial: FrozenTrial) -> float | None:
+    """n_validation / n_total of one fold; older records without it fall back to 1/k (k folds)."""
+    cv = cv_of(trial) or {}
+    share = cv.get(CV_VALIDATION_SHARE)
+    if isinstance(share, (int, float)) and 0 < share < 1:
+        return float(share)
+    folds = fold_scores(trial)
+    return 1.0 / len(folds) if folds and len(folds) > 1 else None
+
+
+def reliability_of(trial: FrozenTrial) -> dict[str, Any] | None:
+    """The reliability-diagram data of the trial's validation outputs, if recorded."""
+    diagram = trial.user_attrs.get(RELIABILITY)
+    return diagram if isinstance(diagram, dict) and diagram.get("predicted") is not None else None
 
 
 def fail_reason_of(trial: FrozenTrial) -> str:
@@ -150,8 +181,16 @@ class TrialRecord:
     def roc_curve(self, roc: Mapping[str, list[float]]) -> None:
         self.trial.set_user_attr(ROC_CURVE, dict(roc))
 
+    def reliability(self, diagram: Mapping[str, Any]) -> None:
+        self.trial.set_user_attr(RELIABILITY, {key: _finite(value) for key, value in diagram.items()})
+
     def fail_reason(self, reason: str) -> None:
         self.trial.set_user_attr(FAIL_REASON, reason[:500])
+
+
+def _finite(value: Any) -> Any:
+    # Storages keep JSON: a NaN (ECE of an empty set) is stored as null.
+    return None if isinstance(value, float) and value != value else value
 
 
 def describe_exception(error: BaseException) -> str:

@@ -255,17 +255,23 @@ def status(study: str, storage: str) -> None:
 @main.command()
 @click.argument("study")
 @click.option("-o", "--output", default="best.yaml", show_default=True, type=click.Path(), help="Where to write the config.")
+@click.option("--prefer", type=click.Choice(("best", "cheapest")), default="best", show_default=True,
+              help="cheapest: of the best trial and those within noise of it (corrected resampled t-test "
+                   "over the folds), the one that took the fewest seconds.")
 @storage_option
-def export(study: str, output: str, storage: str) -> None:
-    """Write the best trial's config, metrics, data fingerprint and versions as YAML."""
+def export(study: str, output: str, prefer: str, storage: str) -> None:
+    """Write the best trial's config, metrics, data fingerprint, versions and ties as YAML."""
     from .results._export import check_output_path, export_best, write_export
     from .study._study import load_study
 
     check_output_path(output, "-o")
     loaded, settings = load_study(_open(storage), study)
-    document = export_best(loaded, settings)
+    document = export_best(loaded, settings, prefer=prefer)
     path = write_export(document, output)
+    ties = document.get("ties") or {}
     click.echo(f"exported trial {document['trial']} ({settings.metric} {document['objective']['value']:.4f}) to {path}")
+    if ties.get("tested"):
+        click.echo(f"{ties['summary']}; exported {ties['exported']}")
 
 
 @main.command()
@@ -275,28 +281,35 @@ def export(study: str, output: str, storage: str) -> None:
 @click.option("--final", is_flag=True, help="Train on every non-test image of the study, then measure the locked test set once.")
 @click.option("--remeasure", is_flag=True, help="With --final: measure the test set again although the export says it was.")
 @click.option("--bootstrap", default=1000, show_default=True, type=click.IntRange(min=0), help="With --final: bootstrap resamples for the test metrics' 95% intervals.")
+@click.option("--calibrate", is_flag=True, help="With --final: hold out the study's validation images, fit temperature "
+                                                "scaling on them and show Brier/ECE before and after.")
 @click.option("-o", "--output", default="model.keras", show_default=True, type=click.Path())
 @click.option("--verbose", is_flag=True, help="Show Keras progress per epoch.")
 def train(config_file: str, data_dir: str | None, val_dir: str | None, final: bool, remeasure: bool, bootstrap: int,
-          output: str, verbose: bool) -> None:
-    """Retrain an exported config (from `medsweep export`) and save the model; no study needed."""
+          calibrate: bool, output: str, verbose: bool) -> None:
+    """Retrain an exported config (from `medsweep export`) and save the model; no study needed.
+    With --final, also writes MODEL.card.md (the model card) beside the model."""
     from .results._export import check_output_path
     from .results._retrain import retrain
 
     check_output_path(output, "-o", suffix=".keras")  # before training, not after it
     if not final and not data_dir:
         raise click.UsageError("pass --data FOLDER, or --final to train on the study's own data")
+    if calibrate and not final:
+        raise click.UsageError("--calibrate needs --final")
     done = retrain(config_file, output, data_dir=data_dir, val_dir=None if final else val_dir, final=final,
-                   remeasure=remeasure, bootstrap=bootstrap, verbose=2 if verbose else 0)
+                   remeasure=remeasure, bootstrap=bootstrap, verbose=2 if verbose else 0, calibrate=calibrate)
     for note in done.notes:
         click.echo(f"note: {note}")
     if done.test is not None:
-        from .results._format import format_metrics
+        from .results._format import format_calibration, format_metrics
 
         click.echo(f"saved {done.path} (trained on {done.trained_images} images); locked test set, "
                    f"{done.test['images']} images, measured once:")
         click.echo(format_metrics(done.test["metrics"], done.test["ci95"]))
-        click.echo(f"test metrics written to {done.export_path} and into the model")
+        if done.calibration is not None:
+            click.echo(format_calibration(done.calibration))
+        click.echo(f"test metrics written to {done.export_path} and into the model; model card {done.card_path}")
         return
     measured = ", ".join(f"{k} {v:.3f}" for k, v in done.metrics.items() if isinstance(v, float))
     click.echo(f"saved {done.path}" + (f" (validation: {measured})" if measured else ""))
@@ -304,12 +317,18 @@ def train(config_file: str, data_dir: str | None, val_dir: str | None, final: bo
 
 @main.command()
 @click.argument("model_file", type=click.Path())
-@click.option("--data", "data", required=True, type=click.Path(), help="Folder of class subfolders or a path,label CSV.")
+@click.option("--data", "data", type=click.Path(), help="Folder of class subfolders or a path,label CSV (with --test: "
+                                                         "the study's data under another path).")
+@click.option("--test", "locked_test", is_flag=True, help="Measure the model's own study's locked test split "
+                                                          "(found through the model and --storage), once.")
+@click.option("--remeasure", is_flag=True, help="With --test: measure again although the model says it was measured.")
 @click.option("--bootstrap", default=1000, show_default=True, type=click.IntRange(min=0), help="Bootstrap resamples for the 95% intervals (0: none).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the bootstrap.")
 @click.option("--exclude-seen", is_flag=True, help="Leave out the images that trained or selected the model (by content hash).")
 @click.option("--plot", "plot_file", type=click.Path(), help="Also write the reliability diagram as this PNG file.")
-def evaluate(model_file: str, data: str, bootstrap: int, seed: int, exclude_seen: bool, plot_file: str | None) -> None:
+@storage_option
+def evaluate(model_file: str, data: str | None, locked_test: bool, remeasure: bool, bootstrap: int, seed: int,
+             exclude_seen: bool, plot_file: str | None, storage: str) -> None:
     """Measure a saved model on labelled images: every metric with a bootstrap 95% interval, and
     how many of the images the model already saw."""
     from objectives import check_plot_path, evaluate_model, reliability_png
@@ -317,9 +336,14 @@ def evaluate(model_file: str, data: str, bootstrap: int, seed: int, exclude_seen
     from .results._format import format_metrics
     from .results._inputs import check_evaluation_inputs
 
-    check_evaluation_inputs(model_file, data)  # before TensorFlow loads
     if plot_file:
         check_plot_path(plot_file)
+    if locked_test:
+        _evaluate_locked_test(model_file, data, remeasure, bootstrap, seed, exclude_seen, plot_file, storage)
+        return
+    if not data:
+        raise click.UsageError("pass --data FOLDER (or a CSV), or --test to measure the model's study's locked test split")
+    check_evaluation_inputs(model_file, data)  # before TensorFlow loads
     evaluation = evaluate_model(model_file, data, resamples=bootstrap, seed=seed, exclude_seen=exclude_seen)
     if evaluation.seen is not None:
         click.echo(evaluation.seen.describe(excluded=exclude_seen))
@@ -330,6 +354,40 @@ def evaluate(model_file: str, data: str, bootstrap: int, seed: int, exclude_seen
     click.echo(format_metrics(evaluation.metrics, evaluation.intervals))
     if plot_file and evaluation.reliability is not None:
         click.echo(f"reliability diagram written to {reliability_png(evaluation.reliability, plot_file, Path(model_file).name)}")
+
+
+def _evaluate_locked_test(model_file: str, data: str | None, remeasure: bool, bootstrap: int, seed: int,
+                          exclude_seen: bool, plot_file: str | None, storage: str) -> None:
+    """`evaluate --test`: show the stored figures, or measure the study's locked test split once."""
+    from objectives import reliability_png
+
+    from .results._format import format_metrics
+    from .results._locked_test import measure_locked_test, open_test_split, stored_test, study_of_model
+    from .study._study import load_study
+
+    metadata, study = study_of_model(model_file)
+    stored = stored_test(metadata, remeasure)
+    if stored is not None:
+        click.echo(f"the locked test split of study {study!r} was already measured for this model at "
+                   f"{stored.get('measured_at')}; showing those figures (pass --remeasure to measure again; a second "
+                   "measurement after acting on the first is optimistic)")
+        click.echo(f"{model_file} on the locked test split of study {study!r}: {stored.get('images')} images")
+        click.echo(format_metrics(stored.get("metrics") or {}, stored.get("ci95") or {}))
+        if plot_file:
+            click.echo("note: no reliability diagram written; the stored figures hold none (--remeasure draws one)")
+        return
+    _, settings = load_study(_open(storage), study)
+    dataset = open_test_split(settings, metadata, study, data)
+    result = measure_locked_test(model_file, metadata, dataset, study, bootstrap=bootstrap, seed=seed,
+                                 exclude_seen=exclude_seen)
+    click.echo(result.seen_line)
+    threshold = (metadata.get("threshold") or {}).get("value")
+    note = f", threshold {threshold:.4f} from the model" if threshold is not None else ""
+    click.echo(f"{model_file} on the locked test split of study {study!r}: {result.test['images']} images, measured once{note}")
+    click.echo(format_metrics(result.test["metrics"], result.test["ci95"]))
+    click.echo(f"test figures written into {model_file}; a second `evaluate --test` shows them")
+    if plot_file and result.reliability is not None:
+        click.echo(f"reliability diagram written to {reliability_png(result.reliability, plot_file, Path(model_file).name)}")
 
 
 @main.command()
@@ -364,14 +422,21 @@ def predict(model_file: str, files: tuple[str, ...]) -> None:
 @click.argument("study")
 @click.option("-o", "--output", default="report.html", show_default=True, type=click.Path(), help="The HTML file to write.")
 @click.option("--png", "png_dir", type=click.Path(), help="Also write each figure as DIR/<figure>.png (needs Chromium).")
+@click.option("--model", "model_file", type=click.Path(), help="A model of this study (e.g. from `train --final`): "
+                                                               "adds Grad-CAM rows of its validation images.")
 @storage_option
-def report(study: str, output: str, png_dir: str | None, storage: str) -> None:
-    """Write one self-contained HTML report (opens offline): summary, baselines, figures."""
+def report(study: str, output: str, png_dir: str | None, model_file: str | None, storage: str) -> None:
+    """Write one self-contained HTML report (opens offline): summary, baselines, figures, ties,
+    calibration and (with --model) where the model looks."""
     from .report._report import write_study_report
     from .study._study import load_study
 
+    if model_file:
+        from objectives import read_model_metadata
+
+        read_model_metadata(model_file)  # a missing or foreign file fails before the study is read
     loaded, settings = load_study(_open(storage), study)
-    _, path, pngs = write_study_report(loaded, settings, output, png_dir)
+    _, path, pngs = write_study_report(loaded, settings, output, png_dir, model_file=model_file)
     click.echo(f"wrote {path}" + (f" and {len(pngs)} PNG figures in {png_dir}" if png_dir else ""))
 
 

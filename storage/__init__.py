@@ -4,7 +4,8 @@ Only this package knows the shape of a storage URL; everything else receives a r
 or an Optuna storage from it."""
 
 from ._errors import StorageError
-from ._lock import storage_lock
+from ._heartbeat import heartbeat, heartbeat_grace, heartbeat_interval, stale_trial_ids
+from ._storage_lock import storage_lock
 from ._open import open_storage
 from ._url import (
     DEFAULT_STORAGE_URL,
@@ -32,9 +33,13 @@ __all__ = [
     "engine_options",
     "explain_storage_error",
     "is_unreachable",
+    "heartbeat",
+    "heartbeat_grace",
+    "heartbeat_interval",
     "mask_secrets",
     "mask_url",
     "open_storage",
     "resolve_storage_url",
+    "stale_trial_ids",
     "storage_lock",
 ]

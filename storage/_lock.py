@@ -57,8 +57,9 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 
 @contextmanager
-def storage_lock(storage: Any, name: str) -> Iterator[None]:
-    """Hold the lock called `name` on an Optuna RDBStorage for the duration of the block.
+def backend_lock(storage: Any, name: str) -> Iterator[None]:
+    """Hold the lock called `name` on an Optuna RDBStorage for the duration of the block (one
+    attempt; `storage_lock` is the public entry that also waits out a database restart).
 
     Every process on every machine that opens the same storage waits here for the others."""
     from sqlalchemy.engine import make_url

@@ -15,7 +15,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RDBStorage
 
 from ._errors import StorageError
-from ._lock import storage_lock
+from ._lock import backend_lock
 from ._connection import is_connection_error
 from ._url import describe_storage, first_line
 
@@ -130,14 +130,14 @@ class ResilientRDBStorage(RDBStorage):
 
     @contextmanager
     def lock(self, name: str) -> Iterator[None]:
-        """`storage_lock(self, name)`, waiting for the database like every other call."""
+        """`backend_lock(self, name)`, waiting for the database like every other call."""
         outage: _Outage | None = None
         while True:
             if self.gave_up is not None:
                 raise StorageError(str(self.gave_up))
             stack = ExitStack()
             try:
-                stack.enter_context(storage_lock(self, name))
+                stack.enter_context(backend_lock(self, name))
             except Exception as error:
                 stack.close()
                 if not is_connection_error(error, self._backend_name):

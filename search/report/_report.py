@@ -21,7 +21,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .._errors import MedsweepError
 from .._record import (backbone_of, baseline_of, config_of, cv_interval, epochs_planned, epochs_trained,
-                       history_of, metrics_of, roc_curve_of)
+                       history_of, metrics_of, reliability_of, roc_curve_of)
+from ..results._ties import find_ties
 from ..study._study import StudySettings
 
 MAX_MODEL_TRIALS = 1500  # completed trials given to parallel coordinates and slices
@@ -53,6 +54,7 @@ class Report:
     baselines_html: str
     figures: list[ReportFigure]
     timings: dict[str, float] = field(default_factory=dict)
+    examples_html: str = ""  # the Grad-CAM rows of `--model`, or a note why there are none
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,6 +123,8 @@ def summary_html(study_name: str, trials: list[FrozenTrial], settings: StudySett
         rows.append(["best config", ", ".join(f"{k}={_format_number(v)}" for k, v in config.items())])
     else:
         rows.append([f"best {settings.metric}", "no completed trial yet"])
+    if best is not None:
+        rows.append(["ties", find_ties(trials, settings.direction).describe()])
     rows.append(["compute spent", f"{summary['trial_hours']:.2f} trial-hours, {summary['epochs_trained']} epochs trained, "
                                   f"{summary['epochs_saved_by_pruning']} epochs saved by pruning"])
     classes = settings.fingerprint.get("class_names") or []
@@ -402,6 +406,77 @@ def _figure_roc(best: FrozenTrial | None) -> tuple[Any, str]:
     return figure, ""
 
 
+def _figure_reliability(best: FrozenTrial | None) -> tuple[Any, str]:
+    """The best trial's reliability diagram (validation outputs, pooled over folds)."""
+    import plotly.graph_objects as go
+
+    diagram = reliability_of(best) if best else None
+    if diagram is None:
+        return None, "the best trial has no recorded reliability diagram (trials record it since issue 12)"
+    largest = max(diagram["count"], default=1) or 1
+    positive = str(diagram.get("kind", "")).startswith("positive")
+    figure = go.Figure()
+    figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
+                                line={"dash": "dash", "color": "grey"}))
+    figure.add_trace(go.Scatter(
+        x=diagram["predicted"], y=diagram["observed"], mode="lines+markers", name="bins",
+        marker={"size": [8 + 22 * (c / largest) ** 0.5 for c in diagram["count"]], "color": "#1f77b4"},
+        text=[f"{c} images" for c in diagram["count"]],
+        hovertemplate="predicted %{x:.3f}<br>observed %{y:.3f}<br>%{text}<extra></extra>"))
+    ece = diagram.get("ece")
+    figure.update_layout(
+        title=f"ECE {ece:.3f}" if isinstance(ece, (int, float)) else "",
+        xaxis_title="mean predicted " + ("P(positive)" if positive else "confidence"),
+        yaxis_title="observed share of positives" if positive else "observed accuracy",
+        xaxis_range=[0, 1], yaxis_range=[0, 1], width=520, height=480)
+    return figure, (f"below the diagonal: over-confident; dot area ~ images per bin; "
+                    f"{diagram.get('binning') or 'equal-width bins'}")
+
+
+def examples_html(settings: StudySettings, model_file: str | Path | None, per_row: int = 4) -> str:
+    """The three rows (right, false positives, false negatives) of Grad-CAM overlays on the study's
+    validation images (never its locked test split), as embedded PNGs; a note without a model."""
+    if model_file is None:
+        return ('<p class="note">No model given: pass <code>--model MODEL.keras</code> (e.g. the model of '
+                '<code>medsweep train --final</code>) to see where it looks on the validation images.</p>')
+    from objectives import (ImageDataset, LabeledFiles, ObjectiveError, example_overlays, load_model,
+                            seen_images)
+
+    from ..results._retrain import held_out_split
+
+    try:
+        model, metadata = load_model(model_file)
+        class_names = list(metadata.get("class_names") or [])
+        if len(class_names) != 2:
+            return f'<p class="note">No rows: the three rows need a two-class model; this one has {len(class_names)} classes.</p>'
+        dataset = ImageDataset.open(settings.data)
+        if list(dataset.class_names) != class_names:
+            raise ReportError(f"--model {model_file} has classes {class_names}, the study {list(dataset.class_names)}; "
+                              "pass a model trained on this study")
+        data = dataset.arrays(int(model.input_shape[1]))
+        threshold = float((metadata.get("threshold") or {}).get("value") or 0.5)
+        rows = example_overlays(model, data.x_val, data.y_val, class_names, threshold=threshold, per_row=per_row)
+    except ObjectiveError as error:
+        raise ReportError(f"--model {model_file}: {error}") from None
+    validation = held_out_split(dataset)[1]
+    seen = seen_images(metadata, LabeledFiles(dataset.class_names, tuple(validation), tuple(int(v) for v in data.y_val)))
+    trained = (f" {seen.trained} of these {seen.total} images trained this model, so its errors here understate "
+               "its errors on new images." if seen.known and seen.trained else "")
+    parts = [f'<p class="note">{len(data.y_val)} validation images of the study (never the locked test split), '
+             f"threshold {threshold:.3f}; each overlay is Grad-CAM of the predicted class (red: strongest evidence). "
+             f"Saliency shows where the evidence lies, not validated localisation of disease.{html.escape(trained)}</p>"]
+    for name, items in rows.items():
+        parts.append(f'<h3>{html.escape(name)} ({len(items)})</h3><div class="examples" data-row="{html.escape(name)}">')
+        if not items:
+            parts.append('<p class="note">none</p>')
+        for item in items:
+            caption = f"true {item['true']}, P({class_names[1]}) {item['probability']:.3f}"
+            parts.append(f'<figure><img src="{item["uri"]}" alt="{html.escape(caption)}" width="160">'
+                         f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+        parts.append("</div>")
+    return "\n".join(parts)
+
+
 def build_report(study: optuna.Study, settings: StudySettings) -> Report:
     """Read the study once and build the summary, the baseline table and every figure."""
     timings: dict[str, float] = {}
@@ -436,6 +511,8 @@ def build_report(study: optuna.Study, settings: StudySettings) -> Report:
     add("best_curves", f"Best trial's learning curves{best_title}", timed("best", lambda: _figure_best_curves(best)))
     add("confusion", f"Best trial's confusion matrix{best_title}", timed("best", lambda: _figure_confusion(best, settings)))
     add("roc", f"Best trial's ROC curve{best_title}", timed("best", lambda: _figure_roc(best)))
+    add("reliability", f"Best trial's reliability diagram, validation images{best_title}",
+        timed("best", lambda: _figure_reliability(best)))
     summary = timed("tables", lambda: summary_html(study.study_name, trials, settings))
     baselines = timed("tables", lambda: baselines_html(trials, settings))
     return Report(study.study_name, summary, baselines, figures, timings)
@@ -447,6 +524,8 @@ h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 
 table { border-collapse: collapse; margin: 0.5em 0; } td, th { padding: 4px 10px; border-bottom: 1px solid #eee;
 text-align: left; vertical-align: top; } table.summary td:first-child { font-weight: 600; white-space: nowrap; }
 .note { color: #777; font-style: italic; } .meta { color: #777; }
+.examples { display: flex; flex-wrap: wrap; gap: 8px; } .examples figure { margin: 0; width: 160px; }
+.examples img { width: 160px; height: auto; image-rendering: pixelated; } figcaption { font-size: 0.8em; }
 """
 
 
@@ -473,6 +552,8 @@ def render_html(report: Report) -> str:
             parts.append(f"<p class=\"note\">{html.escape(item.note)}</p>")
         parts.append(pio.to_html(item.figure, full_html=False, include_plotlyjs=False, div_id=f"figure-{item.key}",
                                  config={"displaylogo": False}))
+    if report.examples_html:
+        parts += ["<h2 id=\"examples\">Where the model looks: validation images</h2>", report.examples_html]
     parts.append("</body></html>")
     report.timings["html"] = time.perf_counter() - began
     return "\n".join(parts)
@@ -518,9 +599,13 @@ def write_pngs(report: Report, directory: str | Path) -> list[Path]:
 
 
 def write_study_report(study: optuna.Study, settings: StudySettings, output: str | Path,
-                       png_dir: str | Path | None = None) -> tuple[Report, Path, list[Path]]:
+                       png_dir: str | Path | None = None, model_file: str | Path | None = None
+                       ) -> tuple[Report, Path, list[Path]]:
     """`medsweep report`: the HTML, and the PNGs when asked."""
     report = build_report(study, settings)
+    began = time.perf_counter()
+    report.examples_html = examples_html(settings, model_file)
+    report.timings["examples"] = time.perf_counter() - began
     path = write_report(report, output)
     pngs = write_pngs(report, png_dir) if png_dir is not None else []
     return report, path, pngs

@@ -43,9 +43,14 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
     return study.best_trial
 
 
-def export_best(study: optuna.Study, settings: StudySettings) -> dict[str, Any]:
-    """The exported-config document for the study's best trial."""
-    trial = best_trial(study)
+def export_best(study: optuna.Study, settings: StudySettings, prefer: str = "best") -> dict[str, Any]:
+    """The exported-config document for the study's best trial (`prefer="cheapest"`: the cheapest
+    trial among the best and those within noise of it), with the ties and the search's facts."""
+    from .._model_card import search_facts
+    from ._ties import preferred_trial
+
+    best_trial(study)  # the one-line error when nothing completed
+    trial, ties = preferred_trial(study.get_trials(deepcopy=False), settings.direction, prefer)
     document = {
         "medsweep_export": EXPORT_FORMAT,
         "config": config_of(trial),
@@ -57,6 +62,13 @@ def export_best(study: optuna.Study, settings: StudySettings) -> dict[str, Any]:
         "versions": package_versions(),
     }
     document.update(trust_sections(trial, settings))
+    document["ties"] = {**ties.section(), "exported": "the best trial" if trial.number == ties.best
+                        else f"the cheapest of the best and its ties (trial {trial.number}, by wall-clock seconds)"}
+    # What the model card of `train --final` says about the search, so it needs no storage.
+    document["search"] = search_facts(study, settings, within_noise=None if ties.reason else len(ties.within))
+    if trial.number != ties.best:
+        document["search"]["selected_how"] = (f"the cheapest (by wall-clock seconds) of the best trial {ties.best} "
+                                              "and the trials within noise of it")
     return document
 
 

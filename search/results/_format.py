@@ -20,3 +20,17 @@ def format_metrics(metrics: dict[str, Any], intervals: dict[str, list[float]]) -
     if "confusion_matrix" in metrics:
         lines.append(f"confusion matrix (rows true, columns predicted): {metrics['confusion_matrix']}")
     return "\n".join(lines)
+
+
+def format_calibration(report: dict[str, Any]) -> str:
+    """Temperature scaling's T and Brier/ECE before and after, on validation and test."""
+    lines = [f"temperature scaling: T = {report['temperature']:.3f}, fitted on {report.get('validation_images', '?')} "
+             f"validation images ({report.get('fitted_on', 'validation outputs only')})",
+             "set          brier before  brier after  ece before  ece after"]
+    for name in ("validation", "test"):
+        part = report.get(name)
+        if part:
+            before, after = part["before"], part["after"]
+            lines.append(f"{name.ljust(11)}  {before['brier']:.4f}        {after['brier']:.4f}       "
+                         f"{before['ece']:.4f}      {after['ece']:.4f}")
+    return "\n".join(lines)

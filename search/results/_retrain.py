@@ -1,6 +1,12 @@
 """Retraining an exported config into a saved model, one pipeline for both `medsweep train`
 (a data folder, validated on --val-dir when given) and `medsweep train --final` (every non-test
-image of the study, then the locked test set measured once and written into the export)."""
+image of the study, then the locked test set measured once and written into the export, and the
+model card MODEL.card.md beside the model). Both record which images trained and selected the
+model (by content hash), so `evaluate` can tell when it is shown them again.
+
+`--final --calibrate` fits temperature scaling on validation outputs only: the model trains on the
+study's own validation split's training part (the first fold's, for a cross-validated study), T is
+fitted on the held-out validation images, and the locked test set is measured before and after."""
 
 from __future__ import annotations
 
@@ -27,6 +33,8 @@ class RetrainedModel:
     trained_images: int
     test: dict[str, Any] | None = None
     export_path: Path | None = None
+    calibration: dict[str, Any] | None = None
+    card_path: Path | None = None
 
 
 # The names each command's result had before the two pipelines became one.
@@ -36,11 +44,14 @@ FinalModel = RetrainedModel
 
 def retrain(export_path: str | Path, output: str | Path, *, data_dir: str | None = None,
             val_dir: str | None = None, final: bool = False, remeasure: bool = False,
-            bootstrap: int = 1000, verbose: int = 0) -> RetrainedModel:
+            bootstrap: int = 1000, verbose: int = 0, calibrate: bool = False) -> RetrainedModel:
     """Read the export, open and check the data, train, (with `final`) measure the locked test
     set once, save the model with its metadata; the steps both kinds of retraining share."""
-    from objectives import TrialData, save_model, train_trial
+    from objectives import SEEN_IMAGES_KEY, TrialData, save_model, train_trial
 
+    if calibrate and not final:
+        raise MedsweepError("--calibrate needs --final: temperature scaling is fitted on the study's validation "
+                            "images and checked on its locked test set")
     config, document = read_export(export_path)
     if final:
         spec = _study_spec(export_path, document, data_dir, remeasure)
@@ -54,25 +65,118 @@ def retrain(export_path: str | Path, output: str | Path, *, data_dir: str | None
     if dataset.unread_report():
         notes.insert(0, dataset.unread_report())
     size = config.resolved_image_size
-    if val_dir and not final:
+    if calibrate or (val_dir and not final):
+        # --calibrate holds the study's validation images out to fit the temperature on.
         data = dataset.arrays(size)
     else:
         # Every image the search could use; `all_arrays` never includes a locked test split.
         images, labels = dataset.all_arrays(size)
         data = TrialData(dataset.class_names, images, labels, images[:0], labels[:0])
     result = train_trial(config, data, keep_model=True, verbose=verbose)
+    model = result.model
     trained_images = int(len(data.y_train))
     threshold_section = (document.get("threshold") or None) if final else None
-    test = _measure_test(result.model, dataset, size, threshold_section, output, bootstrap) if final else None
+    calibration = None
+    if calibrate:
+        model, calibration, threshold_section = _calibrate(model, result.outputs, data.y_val, dataset, size,
+                                                           threshold_section)
+    test = _measure_test(model, dataset, size, threshold_section, output, bootstrap) if final else None
     metadata = _model_metadata(config, dataset, spec, document, result.metrics, trained_images)
+    metadata[SEEN_IMAGES_KEY] = _seen_images(dataset, final=final, held_out=calibrate or bool(val_dir))
     if final:
-        metadata.update(threshold=threshold_section, test=test)
-    path = save_model(result.model, output, metadata)
+        metadata.update(threshold=threshold_section, test=test, calibration=calibration)
+    path = save_model(model, output, metadata)
+    card_path = None
     if final:
         document["test"] = test
+        if calibration is not None:
+            document["calibration"] = calibration
+            document["threshold"] = threshold_section
         write_export(document, export_path)
+        card_path = write_model_card(path, document, metadata, dataset, calibration)
     return RetrainedModel(path, result.metrics, result.history, notes, trained_images, test,
-                          Path(export_path) if final else None)
+                          Path(export_path) if final else None, calibration, card_path)
+
+
+def held_out_split(dataset: ImageDataset) -> tuple[list[Path], list[Path]]:
+    """(training, validation) files of `dataset.arrays`: the --val-dir, the study's validation
+    split or its first fold."""
+    paths = dataset.train_files.paths
+    if dataset.val_files is not None:
+        return [paths[i] for i in dataset.plan.development], list(dataset.val_files.paths)
+    train_index, val_index = dataset.plan.validation if dataset.plan.validation is not None else dataset.plan.folds[0]
+    return [paths[i] for i in train_index], [paths[i] for i in val_index]
+
+
+def _seen_images(dataset: ImageDataset, *, final: bool, held_out: bool) -> dict[str, list[str]]:
+    """The model's SEEN_IMAGES_KEY section: what trained it, and (final) what selected it."""
+    from objectives import final_model_seen_images, seen_image_hashes
+
+    if final and not held_out:
+        return final_model_seen_images(dataset)
+    if held_out:
+        trained, validation = held_out_split(dataset)
+    else:
+        trained = [dataset.train_files.paths[i] for i in dataset.plan.development]
+        validation = []
+    # A final model's configuration was selected on the search's validation images (and its
+    # temperature on the held-out ones); a plain `train` model was selected on nothing here.
+    selected = validation + _search_validation(dataset) if final else []
+    return seen_image_hashes(trained, selected)
+
+
+def _search_validation(dataset: ImageDataset) -> list[Path]:
+    paths = dataset.train_files.paths
+    if dataset.val_files is not None:
+        return list(dataset.val_files.paths)
+    if dataset.plan.validation is not None:
+        return [paths[i] for i in dataset.plan.validation[1]]
+    return [paths[i] for i in sorted({int(i) for _, fold in dataset.plan.folds for i in fold})]
+
+
+def _calibrate(model: Any, validation_outputs: Any, validation_labels: Any, dataset: ImageDataset, size: int,
+               threshold_section: dict[str, Any] | None) -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
+    """Fit T on the held-out validation outputs, report Brier and ECE before and after on them and on
+    the locked test set, append the temperature layer, and move the threshold with the probabilities."""
+    import numpy as np
+
+    from objectives import apply_temperature, predict_probabilities, temperature_report, with_temperature
+
+    if validation_outputs is None or not len(validation_labels):
+        raise MedsweepError("--calibrate needs validation images; the study has none to fit the temperature on")
+    x_test, y_test = dataset.test_arrays(size)
+    test_outputs = predict_probabilities(model, x_test)
+    try:
+        report = temperature_report(validation_labels, validation_outputs, y_test, test_outputs)
+    except ObjectiveError as error:
+        raise MedsweepError(f"--calibrate: {error}") from None
+    report["validation_images"] = int(len(validation_labels))
+    report["fitted_on"] = ("the study's validation split" if dataset.plan.validation is not None or dataset.val_files
+                           is not None else "the first cross-validation fold's validation images")
+    temperature = report["temperature"]
+    if threshold_section and len(dataset.class_names) == 2:
+        # Temperature scaling is monotonic: mapping the threshold keeps every decision unchanged.
+        before = float(threshold_section["value"])
+        after = float(apply_temperature(np.array([[1.0 - before, before]]), temperature)[0, 1])
+        threshold_section = {**threshold_section, "value": after, "before_calibration": before}
+    return with_temperature(model, temperature), report, threshold_section
+
+
+def write_model_card(model_path: Path, document: dict[str, Any], metadata: dict[str, Any], dataset: ImageDataset,
+                     calibration: dict[str, Any] | None) -> Path:
+    """MODEL.card.md beside the model, from the export, the model's metadata and the data."""
+    from .._model_card import card_facts, render_model_card
+
+    facts = card_facts(document, metadata, model_file=model_path.name, dataset=dataset,
+                       search=document.get("search"), calibration=calibration,
+                       explanation={"method": "Grad-CAM",
+                                    "where": "`medsweep explain MODEL IMAGE... -o DIR` and `medsweep report --model`"})
+    card = model_path.with_name(model_path.stem + ".card.md")
+    try:
+        card.write_text(render_model_card(facts))
+    except OSError as error:
+        raise MedsweepError(f"cannot write the model card {card} ({error.strerror}); choose another -o") from None
+    return card
 
 
 def train_from_export(export_path: str | Path, data_dir: str, output: str | Path, *,
@@ -82,10 +186,11 @@ def train_from_export(export_path: str | Path, data_dir: str, output: str | Path
 
 
 def train_final(export_path: str | Path, output: str | Path, *, data_dir: str | None = None,
-                remeasure: bool = False, bootstrap: int = 1000, verbose: int = 0) -> RetrainedModel:
+                remeasure: bool = False, bootstrap: int = 1000, verbose: int = 0,
+                calibrate: bool = False) -> RetrainedModel:
     """Retrain on every image the search could use, then measure the locked test set once."""
     return retrain(export_path, output, data_dir=data_dir, final=True, remeasure=remeasure,
-                   bootstrap=bootstrap, verbose=verbose)
+                   bootstrap=bootstrap, verbose=verbose, calibrate=calibrate)
 
 
 def _study_spec(export_path: str | Path, document: dict[str, Any], data_dir: str | None,

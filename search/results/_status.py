@@ -8,6 +8,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .._record import cv_interval, epochs_trained, fail_reason_of, retry_history
+from ._ties import Ties, find_ties
 
 
 def _format_value(value: Any) -> str:
@@ -25,10 +26,13 @@ def _interval(trial: optuna.trial.FrozenTrial) -> str:
     return f"[{low:.3f}, {high:.3f}] {folds} folds"
 
 
-def trial_rows(study: optuna.Study) -> list[dict[str, str]]:
-    """One row of strings per trial, in trial order."""
+def trial_rows(study: optuna.Study, ties: Ties | None = None,
+               trials: list[optuna.trial.FrozenTrial] | None = None) -> list[dict[str, str]]:
+    """One row of strings per trial, in trial order; `ties` marks the best and its ties (computed
+    on the same `trials`, so a trial finishing meanwhile cannot split the table from its marks)."""
     rows = []
-    trials = study.get_trials(deepcopy=False)
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    ties = ties or Ties(None)
     # A trial a worker lost (killed, stopped) is retried as a later trial: say which one.
     retried_as = {retry_history(t)[-1]: t.number for t in trials if retry_history(t)}
     for trial in trials:
@@ -42,6 +46,8 @@ def trial_rows(study: optuna.Study) -> list[dict[str, str]]:
             "state": trial.state.name,
             "value": "" if trial.value is None else f"{trial.value:.4f}",
             "95% CI": _interval(trial),
+            "tie": "best" if trial.number == ties.best and not ties.reason and ties.within
+            else (f"~best p={ties.within[trial.number]:.2f}" if trial.number in ties.within else ""),
             "epochs": str(epochs) if epochs else "",
             "seconds": "" if duration is None else f"{duration:.1f}",
             "params": " ".join(f"{k}={_format_value(v)}" for k, v in trial.params.items()),
@@ -62,17 +68,21 @@ def format_table(rows: list[dict[str, str]]) -> str:
 
 def status_report(study: optuna.Study, metric: str) -> str:
     """The trial table, counts by state and the best trial so far."""
-    rows = trial_rows(study)
+    # One read of the trials for the table, the marks and the best line: workers may be writing.
+    trials = study.get_trials(deepcopy=False)
+    ties = find_ties(trials, study.direction.name.lower())
+    rows = trial_rows(study, ties, trials)
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["state"]] = counts.get(row["state"], 0) + 1
     summary = ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items())) or "no trials"
     lines = [f"study {study.study_name}: {summary}", format_table(rows)]
-    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if completed:
-        best = study.best_trial
+    if ties.best is not None:
+        best = next(t for t in trials if t.number == ties.best)
         params = ", ".join(f"{k}={_format_value(v)}" for k, v in best.params.items())
         interval = _interval(best)
         interval = f", 95% CI {interval}" if interval else ""
         lines.append(f"best: trial {best.number}, {metric} {best.value:.4f}{interval} ({params})")
+        if not ties.reason:
+            lines.append(ties.describe())
     return "\n".join(lines)

@@ -15,6 +15,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .._record import CONFIG, retry_history
 
+# System attribute set on a trial before it is failed for a retry (handed back, or its worker
+# died): a failed trial that carries it but whose retry was never queued gets one from the
+# next worker, so a process that dies between the two writes loses nothing.
+RETRY_ATTR = "medsweep:retry"
+_OWN_ATTRS = "medsweep:"  # this worker's bookkeeping on a trial; a retry starts without it
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -57,10 +62,15 @@ class RetryTrial:
             self._retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
         self.max_retries = max_retries
 
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        """Queue the retry; False when the retry limit is reached."""
+        if len(retry_history(trial)) + 1 > self.max_retries:
+            return False
         trimmed = copy.deepcopy(trial)
         trimmed.user_attrs = {k: v for k, v in trial.user_attrs.items() if k == CONFIG}
+        trimmed.system_attrs = {k: v for k, v in trial.system_attrs.items() if not k.startswith(_OWN_ATTRS)}
         self._retry(study, trimmed)
+        return True
 
 
 def make_retry_callback(max_retries: int) -> Any:

@@ -1,13 +1,16 @@
 """One worker process's loop: take the next trial of the study's total budget under the storage
 lock, train it with a heartbeat, and hand it back for a retry when the process is told to stop
 (SIGTERM from a preempted node, Ctrl-C). Trials of dead workers are failed and queued for a
-retry by whichever worker looks next (Optuna heartbeats and the stale-trial callback)."""
+retry by whichever worker looks next (the storage's heartbeats). A trial is marked for its retry
+before it is failed, so a process killed between the two writes leaves a state the next worker
+repairs: no moment of a worker's life loses a trial (tests/workers/test_fault_injection.py)."""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -18,11 +21,11 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
-from storage import StorageError, storage_lock
+from storage import StorageError, heartbeat, heartbeat_grace, heartbeat_interval, stale_trial_ids, storage_lock
 
-from ._budget import RetryTrial, counts_towards_budget, retried_numbers
+from ._budget import RETRY_ATTR, RetryTrial, counts_towards_budget, retried_numbers
 from .._errors import WorkerError
-from .._record import FAIL_REASON, WORKER, fail_reason_of, retried_from, worker_of
+from .._record import FAIL_REASON, WORKER, describe_exception, fail_reason_of, retried_from, worker_of
 from ._progress import Progress, StudyProgress, study_progress
 
 _logger = logging.getLogger("medsweep.worker")
@@ -151,11 +154,26 @@ def worker_keras_callback(stop: StopRequest, progress: Progress) -> Any:
 
         on_train_batch_end = on_test_batch_end = on_predict_batch_end = _check
 
+        def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+            progress.fit_started()  # one fit per fold: names the fold of a cross-validated trial
+
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             self._check()
             progress.epoch(epoch + 1, self.params.get("epochs") if self.params else None, dict(logs or {}))
 
     return WorkerCallback()
+
+
+def leave_now(code: int) -> None:
+    """End the process with `code` once its output is out, skipping interpreter and TensorFlow
+    shutdown (seconds under load): a stopped worker's trial is handed back by then, and the
+    container runtime kills whatever is still running 10 s after SIGTERM."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 @dataclass
@@ -168,40 +186,40 @@ class LoopSummary:
         return sum(1 for t in self.trials if t.state == state)
 
 
-def _lock(storage: Any, name: str) -> Any:
-    return storage.lock(name) if hasattr(storage, "lock") else storage_lock(storage, name)
-
-
-def _heartbeat(study: optuna.Study, trial_id: int) -> Any:
-    from optuna.storages._heartbeat import get_heartbeat_thread
-
-    return get_heartbeat_thread(trial_id, study._storage)
-
-
-def _fail_stale_trials(study: optuna.Study, storage: Any) -> None:
-    """Optuna's `fail_stale_trials`, plus the `fail_reason` every failed trial carries: fail each
-    running trial whose heartbeat stopped, then hand it to the storage's retry callback."""
-    cached = study._storage
-    grace = storage.grace_period if storage.grace_period is not None else 2 * storage.heartbeat_interval
+def _fail_stale_trials(study: optuna.Study, storage: Any, study_id: int, retry: RetryTrial) -> None:
+    """Fail each running trial whose worker stopped beating (or never beat), with the
+    `fail_reason` every failed trial carries, and queue its retry."""
+    grace = heartbeat_grace(storage)
     failed = []
-    for trial_id in cached._get_stale_trial_ids(study._study_id):
+    for trial_id in stale_trial_ids(storage, study_id):
         try:
-            worker = worker_of(cached.get_trial(trial_id), "its worker")
-            cached.set_trial_user_attr(trial_id, FAIL_REASON,
-                                       f"no heartbeat for over {grace} s from {worker}: the worker died or "
-                                       "lost the database")
-            if cached.set_trial_state_values(trial_id, state=TrialState.FAIL):
+            worker = worker_of(storage.get_trial(trial_id), "its worker")
+            _mark_for_retry(storage, trial_id,
+                            f"no heartbeat for over {grace:g} s from {worker}: the worker died or lost the database")
+            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                 failed.append(trial_id)
         except UpdateFinishedTrialError:
             pass  # another worker got there first, or the trial just finished
-    callback = storage.get_heartbeat_stale_trial_callback()
-    if callback is not None:
-        for trial_id in failed:
-            callback(study, cached.get_trial(trial_id))
+    for trial_id in failed:
+        retry(study, storage.get_trial(trial_id))
 
 
-def _heartbeat_enabled(storage: Any) -> bool:
-    return getattr(storage, "heartbeat_interval", None) is not None
+def _mark_for_retry(storage: Any, trial_id: int, reason: str) -> None:
+    """Say on a running trial that it is to be failed and retried, before failing it: should this
+    process die between the failure and the queued retry, the next worker queues the retry."""
+    storage.set_trial_system_attr(trial_id, RETRY_ATTR, True)
+    storage.set_trial_user_attr(trial_id, FAIL_REASON, reason)
+
+
+def _queue_missing_retries(study: optuna.Study, trials: list[FrozenTrial], retry: RetryTrial) -> bool:
+    """Queue the retry of every failed trial marked for one whose retry was never queued (its
+    worker died in between); True when one was queued."""
+    retried = retried_numbers(trials)
+    queued = False
+    for trial in trials:
+        if trial.state == TrialState.FAIL and trial.system_attrs.get(RETRY_ATTR) and trial.number not in retried:
+            queued = retry(study, trial) or queued
+    return queued
 
 
 def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: int | None = None,
@@ -211,13 +229,16 @@ def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: i
     """Run trials of `study` until it has `n_trials` finished ones (all workers together, none
     left running or queued), `timeout` passes, or `stop` is requested.
 
-    `storage` is the RDBStorage the study was loaded from (the lock and heartbeats use it)."""
+    `storage` is the RDBStorage the study was loaded from (the lock and heartbeats use it). An
+    error marked `fatal` (every trial would hit it) fails its trial and is raised at once."""
     stop = stop or StopRequest()
     progress = progress or Progress("quiet")
     retry = RetryTrial(max_retries)
     summary = LoopSummary()
     deadline = None if timeout is None else time.monotonic() + timeout
     lock_name = f"budget:{study.study_name}"
+    study_id = storage.get_study_id_from_name(study.study_name)
+    beating = heartbeat_interval(storage) is not None
     consecutive_failures = 0
     waiting_for = -1
 
@@ -234,24 +255,29 @@ def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: i
             summary.stop_reason = f"the {timeout:g} s time limit passed"
             break
         trial = None
-        with _lock(storage, lock_name):
-            if _heartbeat_enabled(storage):
-                _fail_stale_trials(study, storage)
+        with storage_lock(storage, lock_name):
+            if beating:
+                _fail_stale_trials(study, storage, study_id, retry)
             trials = study.get_trials(deepcopy=False)
+            if _queue_missing_retries(study, trials, retry):
+                trials = study.get_trials(deepcopy=False)
             queued = any(t.state == TrialState.WAITING for t in trials)
             running = sum(t.state == TrialState.RUNNING for t in trials)
             retried = retried_numbers(trials)
             used = sum(counts_towards_budget(t, retried) for t in trials)
-            if queued or n_trials is None or used < n_trials:
+            if not stop() and (queued or n_trials is None or used < n_trials):
                 with warnings.catch_warnings():
                     # Optuna warns that heartbeats are meant for Study.optimize; this loop
-                    # runs the heartbeat thread itself, as Study.optimize does.
+                    # beats for its trials itself, as Study.optimize does.
                     warnings.filterwarnings("ignore", message="Heartbeat of storage")
                     trial = study.ask()
-                if _heartbeat_enabled(storage):
-                    storage.record_heartbeat(trial._trial_id)  # stale-able even if we die right now
-                study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, worker_name())
+                trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+                if beating:
+                    storage.record_heartbeat(trial_id)  # stale-able even if we die right now
+                storage.set_trial_system_attr(trial_id, WORKER_ATTR, worker_name())
         if trial is None:
+            if stop():
+                continue
             if running == 0:
                 summary.stop_reason = f"the study has its {n_trials} trials"
                 break
@@ -259,29 +285,29 @@ def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: i
                 progress.waiting(running)
                 waiting_for = running
             wait = WAIT_POLL_SECONDS
-            if _heartbeat_enabled(storage):
-                wait = max(wait, float(storage.heartbeat_interval))
+            if beating:
+                wait = max(wait, float(heartbeat_interval(storage) or 0))
             stop.event.wait(wait)
             continue
         waiting_for = -1
 
-        frozen = study._storage.get_trial(trial._trial_id)
+        frozen = storage.get_trial(trial_id)
         retry_of = retried_from(frozen)
         progress.trial_started(trial.number, frozen.params, snapshot(), retry_of)
-        outcome = _run_one(study, storage, trial, objective, stop)
+        outcome = _run_one(storage, trial_id, trial, objective, stop)
         note = ""
         if outcome.state is None:  # taken over: another worker failed it as stale and retried it
             note = "taken over by another worker after a missed heartbeat"
-            final = study._storage.get_trial(trial._trial_id)
+            final = storage.get_trial(trial_id)
         elif outcome.interrupted:
-            final = _hand_back(study, storage, trial, retry, lock_name, stop)
+            final = _hand_back(study, storage, trial_id, retry, lock_name, stop)
             note = "handed back for a retry" if final.number in _retried(study) else "not retried: retry limit reached"
         else:
             try:
                 study.tell(trial, outcome.value, state=outcome.state)
             except UpdateFinishedTrialError:
                 note = "taken over by another worker after a missed heartbeat"
-            final = study._storage.get_trial(trial._trial_id)
+            final = storage.get_trial(trial_id)
         summary.trials.append(final)
         progress.trial_finished(final, snapshot(), note)
         if on_trial is not None:
@@ -289,6 +315,8 @@ def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: i
         if outcome.interrupted:
             summary.stop_reason = "stopped by a signal; the running trial was handed back"
             break
+        if outcome.fatal is not None and not note:
+            raise outcome.fatal  # every trial would fail the same way: stop with its one line
         consecutive_failures = consecutive_failures + 1 if final.state == TrialState.FAIL and not note else 0
         if consecutive_failures >= max_consecutive_failures:
             reason = fail_reason_of(final) or "see the worker log"
@@ -309,12 +337,13 @@ class _Outcome:
     state: TrialState | None
     value: float | None = None
     interrupted: bool = False
+    fatal: BaseException | None = None
 
 
-def _run_one(study: optuna.Study, storage: Any, trial: optuna.Trial, objective: Any, stop: StopRequest) -> _Outcome:
+def _run_one(storage: Any, trial_id: int, trial: optuna.Trial, objective: Any, stop: StopRequest) -> _Outcome:
     """Train one trial with its heartbeat running; classify how it ended. (No gc here:
     `train_trial` clears the Keras session and collects garbage itself.)"""
-    with _heartbeat(study, trial._trial_id):
+    with heartbeat(storage, trial_id):
         try:
             return _Outcome(TrialState.COMPLETE, float(objective(trial)))
         except optuna.TrialPruned:
@@ -326,23 +355,29 @@ def _run_one(study: optuna.Study, storage: Any, trial: optuna.Trial, objective: 
         except Exception as error:
             if stop() or isinstance(error, TrialInterrupted):
                 return _Outcome(TrialState.FAIL, interrupted=True)
-            if study._storage.get_trial(trial._trial_id).state.is_finished():
+            if storage.get_trial(trial_id).state.is_finished():
                 return _Outcome(None)  # failed as stale by another worker meanwhile
+            if getattr(error, "fatal", False):
+                if not fail_reason_of(storage.get_trial(trial_id)):
+                    storage.set_trial_user_attr(trial_id, FAIL_REASON, describe_exception(error))
+                return _Outcome(TrialState.FAIL, fatal=error)
             _logger.debug("trial %s failed", trial.number, exc_info=True)
             return _Outcome(TrialState.FAIL)
 
 
-def _hand_back(study: optuna.Study, storage: Any, trial: optuna.Trial, retry: RetryTrial, lock_name: str,
+def _hand_back(study: optuna.Study, storage: Any, trial_id: int, retry: RetryTrial, lock_name: str,
                stop: StopRequest) -> FrozenTrial:
-    """Fail the interrupted trial and queue its retry in one step under the budget lock, so no
-    other worker sees the budget one short in between."""
+    """Fail the interrupted trial and queue its retry under the budget lock, so no other worker
+    sees the budget one short in between. The trial is marked for a retry first: if the
+    hard-stop timer (or SIGKILL) ends this process half-way, the next worker finds the trial
+    running without a heartbeat, or failed and marked without a retry, and queues the retry."""
     name = signal.Signals(stop.signal_number).name if stop.signal_number else "a stop request"
-    with _lock(storage, lock_name):
+    with storage_lock(storage, lock_name):
         try:
-            trial.set_user_attr(FAIL_REASON, f"interrupted by {name}; handed back for a retry")
-            study.tell(trial, state=TrialState.FAIL)
+            _mark_for_retry(storage, trial_id, f"interrupted by {name}; handed back for a retry")
+            storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
         except UpdateFinishedTrialError:
-            return study._storage.get_trial(trial._trial_id)
-        final = study._storage.get_trial(trial._trial_id)
+            return storage.get_trial(trial_id)
+        final = storage.get_trial(trial_id)
         retry(study, final)
     return final

@@ -9,9 +9,9 @@ from typing import Any, Sequence
 import numpy as np
 import optuna
 
-from objectives import ImageDataset, classification_metrics, parse_objective, roc_curve_points
+from objectives import ImageDataset, classification_metrics, parse_objective, reliability_diagram, roc_curve_points
 
-from .._record import HISTORY_KEYS, TrialRecord, describe_exception
+from .._record import CV_VALIDATION_SHARE, HISTORY_KEYS, TrialRecord, describe_exception
 from ..study._study import StudySettings
 
 # The Keras log each objective is pruned on (balanced accuracy has no per-epoch Keras metric).
@@ -58,6 +58,8 @@ class TrialObjective:
         roc = roc_curve_points(data.y_val, result.outputs)  # drawn by `medsweep report`
         if roc is not None:
             record.roc_curve(roc)
+        if result.outputs is not None and len(data.y_val):
+            record.reliability(reliability_diagram(data.y_val, result.outputs))  # drawn by `medsweep report`
         value = result.metrics.get(self.settings.metric)
         if value is None:
             reason = f"metric {self.settings.metric} is undefined on this validation set"
@@ -93,7 +95,7 @@ class TrialObjective:
                 if value is None:
                     raise ValueError(f"metric {metric} is undefined on validation fold {step + 1}")
                 share = len(data.y_val) / (len(data.y_val) + len(data.y_train))
-                folds.add(recorder.history, metrics, float(value), share)
+                folds.add(recorder.history, metrics, float(value), share, data.y_val, result.outputs)
                 recorder = None
                 trial.report(float(np.mean(folds.values)), step)
                 if trial.should_prune():
@@ -120,12 +122,20 @@ class _FoldRecord:
         self.metrics: list[dict[str, Any]] = []
         self.values: list[float] = []
         self.shares: list[float] = []
+        # Every fold's validation labels and outputs, pooled into one reliability diagram: each
+        # development image is validated once per repeat, so the pool is the whole development set.
+        self.labels: list[np.ndarray] = []
+        self.outputs: list[np.ndarray] = []
 
-    def add(self, history: dict[str, list[float]], metrics: dict[str, Any], value: float, share: float) -> None:
+    def add(self, history: dict[str, list[float]], metrics: dict[str, Any], value: float, share: float,
+            labels: Any = None, outputs: Any = None) -> None:
         self.histories.append(history)
         self.metrics.append(metrics)
         self.values.append(value)
         self.shares.append(share)
+        if labels is not None and outputs is not None and len(labels):
+            self.labels.append(np.asarray(labels))
+            self.outputs.append(np.asarray(outputs))
 
     def write(self, trial: optuna.Trial) -> dict[str, Any]:
         from objectives import cv_summary
@@ -134,9 +144,12 @@ class _FoldRecord:
         record.history(_mean_history(self.histories))
         if not self.values:
             return {}
-        summary = cv_summary(self.values, float(np.mean(self.shares)), (0.0, 1.0) if self.bounded else (0.0, math.inf))
-        record.cv(summary)
+        share = float(np.mean(self.shares))
+        summary = cv_summary(self.values, share, (0.0, 1.0) if self.bounded else (0.0, math.inf))
+        record.cv({**summary, CV_VALIDATION_SHARE: share})
         record.metrics(_mean_metrics(self.metrics))
+        if self.outputs:
+            record.reliability(reliability_diagram(np.concatenate(self.labels), np.concatenate(self.outputs)))
         return summary
 
 

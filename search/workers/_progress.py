@@ -74,6 +74,8 @@ class Progress:
     def __init__(self, mode: str = "plain", label: str = "", stream: TextIO | None = None) -> None:
         self.mode = mode
         self.prefix = f"[{label}] " if label else ""
+        self.folds = 0  # folds per trial when the study cross-validates (each fold is one fit)
+        self._fold = 0
         self.stream = stream or sys.stderr
         self._live: Any = None
         self._task: Any = None
@@ -82,12 +84,13 @@ class Progress:
         self._summary = ""
 
     @classmethod
-    def choose(cls, quiet: bool, label: str = "", stream: TextIO | None = None) -> "Progress":
-        """rich on a terminal, plain lines otherwise or when a supervisor labels the worker."""
+    def choose(cls, quiet: bool, label: str = "", stream: TextIO | None = None, shared: bool = False) -> "Progress":
+        """rich on a terminal, plain lines otherwise or when several workers share the output
+        (`shared`); every line starts with the worker's label."""
         stream = stream or sys.stderr
         if quiet:
             return cls("quiet", label, stream)
-        if not label and stream.isatty():
+        if not shared and stream.isatty():
             return cls("rich", label, stream)
         return cls("plain", label, stream)
 
@@ -95,7 +98,7 @@ class Progress:
         if self.mode == "quiet":
             return
         if self._live is not None:
-            self._live.console.print(self.prefix + text, highlight=False)
+            self._live.console.print(self.prefix + text, highlight=False, markup=False)
         else:
             print(f"{time.strftime('%H:%M:%S')} {self.prefix}{text}", file=self.stream, flush=True)
 
@@ -107,11 +110,11 @@ class Progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn
 
             self._live = RichProgress(TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
-                                      TextColumn("{task.fields[status]}"),
+                                      TextColumn("{task.fields[status]}", markup=False),
                                       console=Console(file=self.stream), transient=False)
             self._live.start()
             self._task = self._live.add_task("trials", total=total, status="")
-        updates: dict[str, Any] = {"status": text}
+        updates: dict[str, Any] = {"status": self.prefix + text}
         if completed is not None:
             updates["completed"] = completed
         if total is not None:
@@ -120,26 +123,31 @@ class Progress:
 
     def warning(self, text: str) -> None:
         if self._live is not None:
-            self._live.console.print(self.prefix + "warning: " + text, highlight=False)
+            self._live.console.print(self.prefix + "warning: " + text, highlight=False, markup=False)
         else:
             print(f"{time.strftime('%H:%M:%S')} {self.prefix}warning: {text}", file=self.stream, flush=True)
 
     def trial_started(self, number: int, params: dict[str, Any], snapshot: StudyProgress, retry_of: int | None) -> None:
-        self._trial, self._trial_started = number, time.monotonic()
+        self._trial, self._trial_started, self._fold = number, time.monotonic(), 0
         self._summary = snapshot.describe()
         shown = ", ".join(f"{k}={_short(v)}" for k, v in params.items())
         again = f" (retry of trial {retry_of})" if retry_of is not None else ""
         self._status(f"trial {number} starting | {self._summary}", snapshot.done, snapshot.budget)
         self._line(f"trial {number} started{again}" + (f": {shown}" if shown else ""))
 
+    def fit_started(self) -> None:
+        self._fold += 1
+
     def epoch(self, epoch: int, epochs: int | None, logs: dict[str, Any]) -> None:
         measured = " ".join(f"{k} {v:.4f}" for k, v in logs.items() if k.startswith("val_") and isinstance(v, float))
         of = f"/{epochs}" if epochs else ""
+        fold = f" fold {self._fold}/{self.folds}" if self.folds and self._fold else ""
+        where = f"trial {self._trial}{fold} epoch {epoch}{of}"
         if self.mode == "rich":  # one line: keep it short enough for the bar to stay
             brief = " ".join(f"{k} {logs[k]:.4f}" for k in ("val_auc", "val_accuracy") if isinstance(logs.get(k), float))
-            self._status(f"trial {self._trial} epoch {epoch}{of} {brief or measured} | {self._summary}")
+            self._status(f"{where} {brief or measured} | {self._summary}")
         else:
-            self._line(f"trial {self._trial} epoch {epoch}{of} {measured}".rstrip())
+            self._line(f"{where} {measured}".rstrip())
 
     def trial_finished(self, trial: FrozenTrial, snapshot: StudyProgress, note: str = "") -> None:
         seconds = time.monotonic() - self._trial_started

@@ -19,6 +19,9 @@ from storage import STORAGE_ENV
 from .._errors import WorkerError
 
 LABEL_ENV = "MEDSWEEP_WORKER_LABEL"
+SUPERVISOR_ENV = "MEDSWEEP_SUPERVISOR_PID"  # a child worker stops when this process is gone
+ORPHAN_POLL_SECONDS = 1.0
+PR_SET_PDEATHSIG = 1
 HIDE_GPUS = "-1"
 RESTART_DELAY_SECONDS = 2.0
 STOP_WAIT_SECONDS = 9.5
@@ -146,28 +149,24 @@ def open_worker_storage(storage_url: str, options: WorkerOptions) -> Any:
 
 
 def run_in_process(storage_url: str, study: str, options: WorkerOptions, label: str = "",
-                   echo: Callable[[str], None] = print) -> int:
-    """One worker in this process; returns its exit status (128 + signal when stopped)."""
-    import optuna
+                   echo: Callable[[str], None] = print, shared: bool = False) -> int:
+    """One worker in this process; returns its exit status (128 + signal when stopped).
 
+    `shared`: a supervisor's child, whose output other workers share."""
+    from ._loop import StopRequest
     from ._progress import Progress
-    from ._loop import StopRequest, run_trials, worker_keras_callback
-    from ._objective import TrialObjective
-    from ..study._study import load_study, stored_file_hashes
-    from ._worker import open_dataset
+    from ._worker import work_on_study
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Optuna's verbosity is the CLI's (`--verbose`, or MEDSWEEP_VERBOSE inherited by children).
     stop = StopRequest()
     stop.install()
-    progress = Progress.choose(options.quiet, label)
+    _stop_when_orphaned(stop)
+    progress = Progress.choose(options.quiet, label, shared=shared)
     try:
         storage = open_worker_storage(storage_url, options)
-        loaded, settings = load_study(storage, study)
-        dataset = open_dataset(settings, options.data_dir, stored_files=stored_file_hashes(storage, study))
-        objective = TrialObjective(settings, dataset, callbacks=[worker_keras_callback(stop, progress)])
-        summary = run_trials(storage, loaded, objective, n_trials=options.n_trials, timeout=options.timeout,
-                             max_consecutive_failures=options.max_failures, max_retries=options.max_retries,
-                             stop=stop, progress=progress)
+        summary = work_on_study(storage, study, n_trials=options.n_trials, timeout=options.timeout,
+                                max_consecutive_failures=options.max_failures, max_retries=options.max_retries,
+                                data_dir=options.data_dir, stop=stop, progress=progress)
     finally:
         progress.close()
         stop.restore()
@@ -176,6 +175,38 @@ def run_in_process(storage_url: str, study: str, options: WorkerOptions, label: 
     prefix = f"[{label}] " if label else ""
     echo(f"{prefix}worker done: ran {len(summary.trials)} trials ({counts or 'none'}); {summary.stop_reason}")
     return summary.exit_code
+
+
+def _stop_when_orphaned(stop: Any) -> None:
+    """A supervisor's child stops (handing its trial back) when the supervisor is gone, even
+    after SIGKILL: Linux sends SIGTERM on the parent's death (set before exec), and this
+    watcher covers other systems and a supervisor that died before that was set."""
+    import threading
+
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    if not supervisor or not supervisor.isdigit():
+        return
+
+    def watch() -> None:
+        while not stop.event.wait(ORPHAN_POLL_SECONDS):
+            if os.getppid() != int(supervisor):
+                stop.request(signal.SIGTERM)
+                return
+
+    threading.Thread(target=watch, name="medsweep-orphan-watch", daemon=True).start()
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` that asks Linux to send the child SIGTERM when the supervisor dies."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _describe_exit(code: int) -> str:
@@ -205,11 +236,14 @@ def supervise(storage_url: str, study: str, slots: Sequence[WorkerSlot], options
                 if process.poll() is None:
                     process.send_signal(signal.SIGTERM)
 
+    die_with_parent = _die_with_parent()
+
     def start(slot: WorkerSlot) -> subprocess.Popen:
         env = dict(os.environ, CUDA_VISIBLE_DEVICES=slot.cuda_visible_devices, **{LABEL_ENV: slot.label,
-                   STORAGE_ENV: storage_url})
+                   STORAGE_ENV: storage_url, SUPERVISOR_ENV: str(os.getpid())})
         # Own session: a terminal's Ctrl-C reaches the supervisor only, which forwards it once.
-        return subprocess.Popen(child_command(study, options), env=env, start_new_session=True)
+        return subprocess.Popen(child_command(study, options), env=env, start_new_session=True,
+                                preexec_fn=die_with_parent)
 
     running: dict[WorkerSlot, subprocess.Popen] = {}
     previous = {number: signal.signal(number, on_signal) for number in (signal.SIGTERM, signal.SIGINT)}
@@ -270,11 +304,21 @@ def worker_command(storage_url: str, study: str, options: WorkerOptions, *, gpus
 
     url = resolve_storage_url(storage_url)
     if in_process:
-        return run_in_process(url, study, options, os.environ.get(LABEL_ENV, ""), echo)
+        label = os.environ.get(LABEL_ENV, "")
+        return _stopped_fast(run_in_process(url, study, options, label, echo, shared=SUPERVISOR_ENV in os.environ))
     slots, note = plan_workers(gpus, workers, detect_gpus())
     if note:
         echo(f"note: {note}")
     if len(slots) == 1:
         os.environ["CUDA_VISIBLE_DEVICES"] = slots[0].cuda_visible_devices  # before TensorFlow loads
-        return run_in_process(url, study, options, "", echo)
+        return _stopped_fast(run_in_process(url, study, options, slots[0].label, echo))
     return supervise(url, study, slots, options, echo=echo)
+
+
+def _stopped_fast(code: int) -> int:
+    """A worker stopped by a signal has handed its trial back: leave at once (see `leave_now`)."""
+    if code > 128:
+        from ._loop import leave_now
+
+        leave_now(code)
+    return code

@@ -70,19 +70,35 @@ def describe_changes(before: dict[str, str], after: dict[str, str], count_now: i
     return "; ".join(parts) or "same files, other labels or split"
 
 
+def work_on_study(storage: Any, study_name: str, *, n_trials: int | None = None, timeout: float | None = None,
+                  max_consecutive_failures: int = 3, max_retries: int = 2, data_dir: str | None = None,
+                  val_dir: str | None = None, stop: Any = None, progress: Any = None,
+                  on_trial: Callable[[FrozenTrial], None] | None = None) -> Any:
+    """The one worker pipeline behind `run_worker` and every `medsweep worker` process: load the
+    study, open and check its data, and run the trial loop (`_loop.run_trials`: budget lock,
+    heartbeats, retries, SIGTERM, fatal errors) with the worker's Keras callback."""
+    from ._loop import StopRequest, run_trials, worker_keras_callback
+    from ._progress import Progress
+
+    stop = stop or StopRequest()
+    progress = progress or Progress("quiet")
+    study, settings = load_study(storage, study_name)
+    dataset = open_dataset(settings, data_dir, val_dir, stored_file_hashes(storage, study_name))
+    if settings.data.cv and dataset.plan is not None:
+        progress.folds = len(dataset.plan.folds)
+    objective = TrialObjective(settings, dataset, callbacks=[worker_keras_callback(stop, progress)])
+    return run_trials(storage, study, objective, n_trials=n_trials, timeout=timeout,
+                      max_consecutive_failures=max_consecutive_failures, max_retries=max_retries,
+                      stop=stop, progress=progress, on_trial=on_trial)
+
+
 def run_worker(storage: Any, study_name: str, *, n_trials: int | None = None, timeout: float | None = None,
                max_consecutive_failures: int = 3, data_dir: str | None = None, val_dir: str | None = None,
                on_trial: Callable[[FrozenTrial], None] | None = None, max_retries: int = 2,
                progress: Any = None) -> WorkerSummary:
-    """Run trials until the study has `n_trials` (all workers together) or `timeout` passes.
-
-    The loop itself (budget lock, heartbeats, retries, SIGTERM) is `_loop.run_trials`."""
-    from ._loop import run_trials
-
-    study, settings = load_study(storage, study_name)
-    dataset = open_dataset(settings, data_dir, val_dir, stored_file_hashes(storage, study_name))
-    objective = TrialObjective(settings, dataset)
-    loop = run_trials(storage, study, objective, n_trials=n_trials, timeout=timeout,
-                      max_consecutive_failures=max_consecutive_failures, max_retries=max_retries,
-                      progress=progress, on_trial=on_trial)
+    """Run trials in this thread until the study has `n_trials` (all workers together) or
+    `timeout` passes (`work_on_study` without signal handling)."""
+    loop = work_on_study(storage, study_name, n_trials=n_trials, timeout=timeout,
+                         max_consecutive_failures=max_consecutive_failures, max_retries=max_retries,
+                         data_dir=data_dir, val_dir=val_dir, progress=progress, on_trial=on_trial)
     return WorkerSummary(loop.trials, loop.stop_reason)

@@ -23,7 +23,7 @@ from tests.conftest import POSTGRES_URL
 from tests.conftest import _new_postgres_database as new_postgres_database
 
 FIGURE_KEYS = ("history", "importances", "parallel", "slices", "backbones", "curves", "best_curves",
-               "confusion", "roc")
+               "confusion", "roc", "reliability")
 
 
 def _figure_json(text: str, key: str) -> dict:

@@ -153,3 +153,100 @@ def test_database_down_longer_than_the_limit_stops_workers_clearly(private_postg
     private_postgres.pg_ctl("start")
     after = {t.number: t.state for t in trials(url, study)}
     assert all(after[number] == state for number, state in stored.items())
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads child processes from /proc (Linux)")
+def test_sigkilled_supervisor_leaves_no_orphan_and_its_workers_hand_their_trials_back(
+        postgres_url: str, image_folder: Path, tmp_path: Path) -> None:
+    study = create_study(postgres_url, image_folder, tmp_path, space=LONG_SPACE)
+    # A budget that keeps orphans busy for minutes: they must stop because their supervisor died.
+    supervisor = start_worker(study, "--workers", "2", "--n-trials", "50", *FAST, storage=postgres_url,
+                              log=tmp_path / "workers.log")
+    children: list[int] = []
+    try:
+        wait_for(lambda: training_trial(postgres_url, study), 180, "a trial in the middle of training", poll=0.05)
+        children = _children(supervisor.pid)
+        assert len(children) == 2
+        supervisor.kill()
+        supervisor.wait(timeout=10)
+        killed = time.monotonic()
+        wait_for(lambda: not any(_alive(pid) for pid in children), 15, "the orphaned workers to stop", poll=0.1)
+        took = time.monotonic() - killed
+    finally:
+        for pid in children:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    log = (tmp_path / "workers.log").read_text()
+    print(f"workers stopped {took:.2f} s after their supervisor was killed")
+    assert took < 10, log
+    assert log.count("SIGTERM: handing the current trial back") == 2, log
+    final = trials(postgres_url, study)
+    assert not [t for t in final if t.state == TrialState.RUNNING], log
+    handed_back = [t for t in final if t.state == TrialState.FAIL]
+    assert handed_back and all("interrupted by SIGTERM" in t.user_attrs["fail_reason"] for t in handed_back), log
+    queued = {t.system_attrs["failed_trial"] for t in final if t.state == TrialState.WAITING}
+    assert queued == {t.number for t in handed_back}, log
+
+
+def test_sigterm_exit_stays_under_ten_seconds_with_two_other_workers_loading_the_cores(
+        postgres_url: str, image_folder: Path, tmp_path: Path) -> None:
+    """Three single workers train at once on the machine's cores; one is stopped with SIGTERM:
+    it hands its trial back and leaves without TensorFlow's shutdown."""
+    study = create_study(postgres_url, image_folder, tmp_path, space=LONG_SPACE)
+    workers = [start_worker(study, "--workers", "1", "--n-trials", "50", *FAST, storage=postgres_url,
+                            log=tmp_path / f"w{i}.log") for i in range(3)]
+    try:
+        def all_training() -> bool:
+            return sum(t.state == TrialState.RUNNING and bool(t.intermediate_values)
+                       for t in trials(postgres_url, study)) >= 3
+
+        wait_for(all_training, 240, "three trials in the middle of training", poll=0.1)
+        sent = time.monotonic()
+        workers[0].send_signal(signal.SIGTERM)
+        # From its last line ("worker done": the trial is handed back) to its exit: what the
+        # interpreter and TensorFlow shutdown used to take (seconds under load).
+        said_done = wait_for(lambda: "worker done" in (tmp_path / "w0.log").read_text() and time.monotonic(), 30,
+                             "the stopped worker's last line", poll=0.02)
+        code = workers[0].wait(timeout=30)
+        exited = time.monotonic()
+        took, shutdown = exited - sent, exited - said_done
+        # the other two were still loading the cores
+        ended = [i for i, worker in enumerate(workers[1:], 1) if worker.poll() is not None]
+        assert not ended, "\n".join((tmp_path / f"w{i}.log").read_text()[-3000:] for i in ended)
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            try:
+                worker.wait(timeout=30)
+            except Exception:
+                worker.kill()
+    log = (tmp_path / "w0.log").read_text()
+    print(f"SIGTERM to exit with two other workers training: {took:.2f} s, of which {shutdown:.2f} s after its last line")
+    assert code == 128 + signal.SIGTERM, log
+    assert took < 10, log
+    assert shutdown < 1.5, log
+    assert "handed back for a retry" in log, log
+    final = trials(postgres_url, study)
+    assert not [t for t in final if t.state == TrialState.RUNNING]
+    # Every handed-back trial was retried (the other two workers, stopped last, may have been
+    # running a retry: its own retry names it in `retry_history`).
+    retried = {n for t in final for n in t.system_attrs.get("retry_history", [])}
+    assert all(t.number in retried for t in final if t.state == TrialState.FAIL), [
+        (t.number, t.state.name, t.system_attrs.get("retry_history")) for t in final]

@@ -141,12 +141,38 @@ def test_progress_is_a_live_rich_line_on_a_terminal_and_silent_when_quiet(monkey
     assert "trial 3 epoch 2/5 val_auc 0.8123" in shown and "3/10" in shown and "ETA 7m00s" in shown
 
     assert Progress.choose(quiet=False, stream=io.StringIO()).mode == "plain"
-    assert Progress.choose(quiet=False, label="gpu1", stream=_Terminal()).mode == "plain"
+    assert Progress.choose(quiet=False, label="gpu1", stream=_Terminal(), shared=True).mode == "plain"
     silent = io.StringIO()
     quiet = Progress.choose(quiet=True, stream=silent)
     quiet.trial_started(3, {}, study_progress(study, 10), None)
     quiet.epoch(1, 5, {"val_auc": 0.5})
     assert silent.getvalue() == ""
+
+
+def test_every_progress_line_carries_the_worker_label_and_cross_validation_names_the_fold(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    study = _study_with_history()
+    lines = io.StringIO()
+    progress = Progress.choose(quiet=False, label="gpu1", stream=lines, shared=True)
+    progress.folds = 5
+    progress.trial_started(5, {}, study_progress(study, 10), None)
+    for fold in range(2):
+        progress.fit_started()  # the worker's Keras callback, at each fold's fit
+        progress.epoch(3, 20, {"val_auc": 0.8})
+    progress.waiting(1)
+    progress.warning("disk almost full")
+    shown = lines.getvalue().splitlines()
+    assert "[gpu1] trial 5 fold 2/5 epoch 3/20 val_auc 0.8000" in shown[-3]
+    assert all("[gpu1] " in line for line in shown), shown
+
+    terminal = _Terminal()  # a single worker on a terminal: the live line carries the label too
+    live = Progress.choose(quiet=False, label="cpu0", stream=terminal)
+    assert live.mode == "rich"
+    live.trial_started(3, {}, study_progress(study, 10), None)
+    live.epoch(1, 5, {"val_auc": 0.5})
+    live.close()
+    assert "[cpu0] trial 3 epoch 1/5" in re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", terminal.getvalue())
 
 
 def test_docker_and_kubernetes_worker_commands_parse_with_this_cli() -> None:
@@ -187,3 +213,20 @@ time.sleep(30)
     flagged, busy = (float(x) for x in re.findall(r"(\d+\.\d+) s", done.stdout))
     assert flagged < busy - 0.1 or busy < 0.4, done.stdout  # (a fast machine may finish the hash first)
     assert "SIGTERM: handing the current trial back" in done.stdout
+
+
+@pytest.mark.slow
+def test_a_cross_validated_worker_names_the_fold_on_every_epoch_line(image_folder: Path, tmp_path: Path) -> None:
+    """A real worker (one process, no terminal) on a 2-fold study: `[cpu0] trial 0 fold 2/2 epoch 1/1`."""
+    from .conftest import ONE_EPOCH_SPACE, medsweep
+
+    storage = f"sqlite:///{tmp_path / 'cv.db'}"
+    space = tmp_path / "space.yaml"
+    space.write_text(ONE_EPOCH_SPACE)
+    medsweep("create", "cv", "--data", str(image_folder), "--space", str(space), "--cv", "2", "--pruner", "none",
+             storage=storage)
+    done = medsweep("worker", "cv", "--n-trials", "1", storage=storage, env={"CUDA_VISIBLE_DEVICES": "-1"})
+    epochs = [line for line in done.stderr.splitlines() if " epoch " in line]
+    assert [re.sub(r"^\S+ ", "", line).split(" val_")[0] for line in epochs] == [
+        "[cpu0] trial 0 fold 1/2 epoch 1/1", "[cpu0] trial 0 fold 2/2 epoch 1/1"], done.stderr
+    assert "[cpu0] worker done: ran 1 trials (1 complete)" in done.stdout, done.stdout

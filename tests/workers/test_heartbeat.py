@@ -1,0 +1,52 @@
+"""The storage package's worker interface: heartbeats, the stale-trial query (including a
+trial whose worker died before its first beat) and the storage-wide lock, on SQLite and
+PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import optuna
+
+from storage import heartbeat, heartbeat_grace, open_storage, stale_trial_ids, storage_lock
+
+
+def test_stale_trials_are_the_silent_and_the_never_beating(storage_url: str) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(storage_url, heartbeat_interval=1, grace_period=2)
+    assert heartbeat_grace(storage) == 2
+    study = optuna.create_study(storage=storage, study_name="beats")
+    study_id = storage.get_study_id_from_name("beats")
+
+    def trial_id() -> int:
+        return storage.get_trial_id_from_study_id_trial_number(study_id, study.ask().number)
+
+    never, silent, alive = trial_id(), trial_id(), trial_id()
+    with heartbeat(storage, silent):
+        pass  # one beat, then silence
+    with heartbeat(storage, alive):
+        assert stale_trial_ids(storage, study_id) == []  # all within the grace period
+        time.sleep(3.2)
+        assert sorted(stale_trial_ids(storage, study_id)) == sorted([never, silent])
+
+
+def test_storage_lock_excludes_other_holders(storage_url: str) -> None:
+    storage = open_storage(storage_url)
+    inside: list[str] = []
+    overlap = threading.Event()
+
+    def hold(name: str) -> None:
+        with storage_lock(storage, "budget:x"):
+            if inside:
+                overlap.set()
+            inside.append(name)
+            time.sleep(0.3)
+            inside.remove(name)
+
+    threads = [threading.Thread(target=hold, args=(str(i),)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not overlap.is_set()
