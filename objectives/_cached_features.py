@@ -123,7 +123,7 @@ def feature_key(config: TrialConfig, image_set_hash: str, views: int, cut: str =
     }
 
 
-def _count_draws(before: object, after: object) -> int:
+def count_draws(before: object, after: object) -> int:
     """How many `keras` default seeds (Python `random.randint`) the backbone's construction
     drew; -1 when something else consumed Python's random stream."""
     random.setstate(before)  # type: ignore[arg-type]
@@ -149,7 +149,7 @@ def _compute_features(config: TrialConfig, images: np.ndarray, views: int) -> di
     keras.utils.set_random_seed(config.seed)
     before = random.getstate()
     base = build_backbone(config)
-    draws = _count_draws(before, random.getstate())
+    draws = count_draws(before, random.getstate())
     base.trainable = False
     inputs = keras.Input(shape=(size, size, 3), name="image")
     extractor = keras.Model(inputs, pooled_trunk(inputs, config, base, inference=True), name="feature_extractor")

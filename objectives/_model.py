@@ -323,6 +323,72 @@ def compiled_head(config: TrialConfig, feature_size: int, num_classes: int) -> A
     return model
 
 
+@dataclass
+class CompiledTop:
+    """A compiled `build_top_model` model kept across trials, its backbone and cut, the weights
+    it was built with, and the default seeds its backbone drew (for the head's start)."""
+
+    model: Any
+    base: Any
+    cut: BackboneCut
+    start: list[np.ndarray]
+    backbone_draws: int
+
+
+# Compiled top models kept per trial shape: building the backbone and tracing a training step
+# cost more than a few epochs above the cut, so later trials of the same backbone, weights, cut
+# and head size reset one (`compiled_top`) instead.
+_COMPILED_TOPS: "OrderedDict[str, CompiledTop]" = OrderedDict()
+_MAX_COMPILED_TOPS = 2
+# Fields that reach a model only through `set_trial_state`, the data pipeline or the cut
+# outputs, so trials differing in them share a compiled top. Any other field (new ones too)
+# is part of the key.
+_TRIAL_STATE_FIELDS = ("learning_rate", "dropout", "epochs", "batch_size", "class_weight", "oversample",
+                       "frozen_warmup_epochs", "augmentation", "augmented_views", "feature_cache", "intensity")
+
+
+def _top_key(config: TrialConfig, num_classes: int, jit_compile: bool | None) -> str:
+    values = config.to_dict()
+    for name in _TRIAL_STATE_FIELDS:
+        values.pop(name, None)
+    if config.weights != "none":  # pretrained: the seed only decides the head's start, replayed
+        values.pop("seed", None)
+    return repr((sorted(values.items()), num_classes, jit_compile))
+
+
+def compiled_top(config: TrialConfig, num_classes: int, jit_compile: bool | None) -> CompiledTop | None:
+    """The compiled top model for a cut-cached trial, at the weights `build_model` would start
+    from with `config.seed` (the caller sets the trial's state); None when the backbone offers
+    no cacheable cut. Built once per trial shape, then reset."""
+    keras = import_keras()
+    from ._cached_features import count_draws
+
+    key = _top_key(config, num_classes, jit_compile)
+    top = _COMPILED_TOPS.pop(key, None)
+    if top is None:
+        keras.backend.clear_session(free_memory=False)  # keeps the compiled heads and tops
+        keras.utils.set_random_seed(config.seed)
+        before = random.getstate()
+        base = build_backbone(config)
+        draws = count_draws(before, random.getstate())
+        set_trainable_layers(base, config.fine_tune_fraction, config.weights != "none")
+        cut = backbone_cut(base)
+        if cut is None:
+            return None
+        model = build_top_model(config, base, cut, num_classes)
+        if jit_compile is not None:
+            model.jit_compile = jit_compile
+        top = CompiledTop(model, base, cut, model.get_weights(), draws)
+    else:
+        top.model.set_weights(top.start)
+        feature_size = int(top.model.get_layer("pool").output.shape[-1])
+        set_head_weights(top.model, initial_head_weights(config, feature_size, num_classes, top.backbone_draws))
+    _COMPILED_TOPS[key] = top
+    while len(_COMPILED_TOPS) > _MAX_COMPILED_TOPS:
+        _COMPILED_TOPS.popitem(last=False)
+    return top
+
+
 def with_temperature(model: Any, temperature: float) -> Any:
     """The model with a TemperatureScaling layer appended to its output, so the saved .keras file
     alone predicts calibrated probabilities (`load_model` registers the layer)."""

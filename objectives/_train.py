@@ -211,8 +211,8 @@ def _train_planned(config: TrialConfig, plan: TrialPlan, data: TrialData, callba
     result = TrialResult(config, history, metrics, kept, feature_cache=cache_state,
                          outputs=None if outputs is None else class_probabilities(outputs),
                          trunk_cut=cut_model[2].cut if cut_model is not None else (POOLED if plan.cached else None))
-    if not keep_model and (cut_model is not None or not plan.cached):
-        del model, cut_model
+    if not keep_model and not plan.cached:  # compiled heads and top models stay for later trials
+        del model
         keras.backend.clear_session()
         gc.collect()
     return result, head
@@ -222,30 +222,19 @@ def _cut_cached_model(config: TrialConfig, plan: TrialPlan, data: TrialData, cac
                       jit_compile: bool | None) -> tuple[Any, Any, Any] | None:
     """(compiled top model, the trial's backbone, its cached cut outputs) for a cut-point cached
     trial, or None when the backbone has no cacheable cut or its outputs exceed the budget.
-    The backbone is built with the trial's seed exactly as `build_model` builds it, so the
-    layers above the cut and the head start from the same weights as the full model's."""
-    keras = import_keras()
+    The top starts from the weights the full model would (`_model.compiled_top`)."""
     from ._cached_features import cached_trunk_outputs
-    from ._model import backbone_cut, build_backbone, build_top_model, set_trainable_layers
+    from ._model import compiled_top
     from ._runtime import jit_compile_setting, use_float32_policy
 
-    keras.backend.clear_session()
     use_float32_policy()  # cut outputs must not depend on a worker's precision option
-    keras.utils.set_random_seed(config.seed)
-    base = build_backbone(config)
-    set_trainable_layers(base, config.fine_tune_fraction, config.weights != "none")
-    cut = backbone_cut(base)
-    if cut is None:
+    top = compiled_top(config, data.num_classes, jit_compile_setting() if jit_compile is None else jit_compile)
+    if top is None:
         return None
-    trunk = cached_trunk_outputs(config, plan, data, cache_dir, base=base, cut=cut)
+    trunk = cached_trunk_outputs(config, plan, data, cache_dir, base=top.base, cut=top.cut)
     if trunk is None:
         return None
-    model = build_top_model(config, base, cut, data.num_classes)
-    if jit_compile is None:
-        jit_compile = jit_compile_setting()
-    if jit_compile is not None:
-        model.jit_compile = jit_compile
-    return model, base, trunk
+    return top.model, top.base, trunk
 
 
 def save_model(model: Any, path: str | Path, metadata: dict[str, Any]) -> Path:

@@ -135,3 +135,19 @@ def test_cut_layer_and_storage_are_key_parts() -> None:
     assert "cut" not in pooled and pooled["pooling"] == "global_average"  # pooled keys unchanged
     assert (at_cut["cut"], at_cut["storage"], at_cut["pooling"]) == ("conv_pw_9_relu", "float32", None)
     assert feature_key(TUNED, "images", 0, "conv_pw_11_relu") != at_cut
+
+
+def test_reused_compiled_top_starts_every_trial_afresh(image_folder: Path, tmp_path: Path) -> None:
+    """Later trials of the same backbone and cut reuse the compiled top model; its weights,
+    optimiser state, dropout rate and seed are reset, so a trial run after others (a live one
+    among them) reproduces its first run exactly."""
+    data = _arrays(image_folder)
+    cache = tmp_path / "cache"
+    config = TUNED.replace(epochs=1)
+    first = train_trial(config, data, feature_cache_dir=cache)
+    train_trial(config.replace(feature_cache=False), data, feature_cache_dir=cache)
+    other = train_trial(config.replace(dropout=0.0, learning_rate=2e-2, batch_size=7), data, feature_cache_dir=cache)
+    again = train_trial(config, data, feature_cache_dir=cache)
+    assert other.history["loss"] != first.history["loss"]
+    assert again.history == first.history
+    np.testing.assert_array_equal(again.outputs, first.outputs)
