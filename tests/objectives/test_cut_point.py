@@ -151,3 +151,17 @@ def test_reused_compiled_top_starts_every_trial_afresh(image_folder: Path, tmp_p
     assert other.history["loss"] != first.history["loss"]
     assert again.history == first.history
     np.testing.assert_array_equal(again.outputs, first.outputs)
+
+
+def test_augmented_views_are_cached_at_the_cut(image_folder: Path, tmp_path: Path) -> None:
+    """augmented_views > 0: each view's cut output is cached, and each step draws one view."""
+    data = _arrays(image_folder)
+    cache = tmp_path / "cache"
+    result = train_trial(TUNED.replace(epochs=1, augmentation=True, augmented_views=2), data, feature_cache_dir=cache)
+    assert result.feature_cache == "filled" and result.trunk_cut
+    (entry,) = ArrayCache(cache).entries()
+    with np.load(entry) as stored:
+        features, views = stored["features"], stored["views"]
+    assert views.shape == (2, *features.shape) and features.ndim == 4
+    assert not np.array_equal(views[0], features)  # the views are augmented copies
+    assert np.isfinite(result.history["loss"]).all()
