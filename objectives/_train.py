@@ -134,7 +134,8 @@ def train_trial(config: TrialConfig, data: TrialData, callbacks: Sequence[Any] =
     `callbacks` are plain Keras callbacks (the search layer passes its pruning callback); if one
     of them is an `EpochHistory`, it is the one that records the curves. `_model.plan_trial`
     decides how the trial trains: a frozen, unaugmented trial trains its head on cached backbone
-    features in `feature_cache_dir` (default $MEDSWEEP_CACHE_DIR or ~/.cache/medsweep/features);
+    features in `feature_cache_dir` (default $MEDSWEEP_CACHE_DIR or ~/.cache/medsweep/features),
+    a partial fine-tune trains the backbone's top on cached outputs of its frozen lower part;
     a two-stage trial first trains its head alone. `jit_compile` forces XLA on or off for live
     trunks (None: Keras decides, which means on with a GPU and off on CPU)."""
     from ._model import plan_trial
