@@ -24,6 +24,10 @@ import numpy as np
 from ._errors import ConfigError
 
 CACHE_ENV = "MEDSWEEP_CACHE_DIR"
+# A cut-point cache entry (lower-backbone outputs, far larger than pooled features) above this
+# many MiB is refused and the trial trains live: it would be held in memory whole while training.
+CUT_BUDGET_ENV = "MEDSWEEP_CUT_CACHE_MB"
+DEFAULT_CUT_BUDGET_MB = 2048
 _KEY_ENTRY = "__medsweep_key__"
 
 try:  # POSIX only; elsewhere the atomic rename alone keeps entries whole
@@ -39,6 +43,20 @@ def default_cache_dir() -> Path:
         return Path(configured).expanduser()
     base = os.environ.get("XDG_CACHE_HOME", "").strip() or str(Path.home() / ".cache")
     return Path(base).expanduser() / "medsweep" / "features"
+
+
+def cut_cache_budget() -> int:
+    """The largest cut-point cache entry in bytes: $MEDSWEEP_CUT_CACHE_MB MiB (0 turns the
+    cut-point cache off), default DEFAULT_CUT_BUDGET_MB."""
+    configured = os.environ.get(CUT_BUDGET_ENV, "").strip()
+    try:
+        megabytes = float(configured) if configured else DEFAULT_CUT_BUDGET_MB
+    except ValueError:
+        raise ConfigError(f"{CUT_BUDGET_ENV}={configured!r} is not a number of MiB; set e.g. 2048, or 0 for no "
+                          "cut-point cache") from None
+    if megabytes < 0:
+        raise ConfigError(f"{CUT_BUDGET_ENV}={configured!r} must be 0 or more MiB")
+    return int(megabytes * (1 << 20))
 
 
 def key_id(key: dict[str, Any]) -> str:

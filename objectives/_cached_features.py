@@ -27,16 +27,21 @@ from typing import Any
 import numpy as np
 
 from ._backbones import get_backbone
-from ._cache import ArrayCache, file_sha256
+from ._cache import ArrayCache, cut_cache_budget, file_sha256
 from ._config import TrialConfig
 from ._data import TrialData
 from ._keras import import_keras
-from ._model import POOLED, TrialPlan
+from ._model import POOLED, BackboneCut, TrialPlan
 
 CACHE_FORMAT = 1
 VIEWS_SEED = 0  # augmented views are shared by every trial, whatever its seed
 _EXTRACT_BATCH = 32
 _MAX_REPLAYED_DRAWS = 200_000
+# Cut-point outputs are stored as float32: with float16 (half the size) a fine-tuned top drifted
+# from the live model by 0.02 in loss and 0.16 in outputs after 2 epochs (real MobileNet, 64 px),
+# far outside the feature cache's tolerances; float32 reproduces the live run exactly.
+CUT_STORAGE = "float32"
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 _row_hashes: dict[int, tuple[weakref.ref[Any], np.ndarray]] = {}
 _weights_hashes: dict[tuple[str, int, float], str] = {}
@@ -93,8 +98,9 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def feature_key(config: TrialConfig, image_set_hash: str, views: int) -> dict[str, Any]:
-    """Everything a cached feature matrix depends on."""
+def feature_key(config: TrialConfig, image_set_hash: str, views: int, cut: str = POOLED) -> dict[str, Any]:
+    """Everything a cached feature matrix depends on; `cut` names the backbone layer whose
+    output a cut-point entry holds (POOLED: pooled features)."""
     backbone = get_backbone(config.backbone)
     size = config.resolved_image_size
     # Named only when not raw, so entries cached before the option existed still match.
@@ -107,7 +113,9 @@ def feature_key(config: TrialConfig, image_set_hash: str, views: int) -> dict[st
         **_weights_identity(config, size),
         "preprocessing": f"keras.applications.{backbone.module}.preprocess_input",
         **intensity,
-        "pooling": "global_average",
+        "pooling": "global_average" if cut == POOLED else None,
+        # Named only for a cut-point entry, so pooled entries keep their earlier keys.
+        **({} if cut == POOLED else {"cut": cut, "storage": CUT_STORAGE}),
         "images": image_set_hash,
         "augmented_views": views,
         "views_seed": VIEWS_SEED if views else None,
@@ -115,7 +123,7 @@ def feature_key(config: TrialConfig, image_set_hash: str, views: int) -> dict[st
     }
 
 
-def _count_draws(before: object, after: object) -> int:
+def count_draws(before: object, after: object) -> int:
     """How many `keras` default seeds (Python `random.randint`) the backbone's construction
     drew; -1 when something else consumed Python's random stream."""
     random.setstate(before)  # type: ignore[arg-type]
@@ -141,7 +149,7 @@ def _compute_features(config: TrialConfig, images: np.ndarray, views: int) -> di
     keras.utils.set_random_seed(config.seed)
     before = random.getstate()
     base = build_backbone(config)
-    draws = _count_draws(before, random.getstate())
+    draws = count_draws(before, random.getstate())
     base.trainable = False
     inputs = keras.Input(shape=(size, size, 3), name="image")
     extractor = keras.Model(inputs, pooled_trunk(inputs, config, base, inference=True), name="feature_extractor")
@@ -165,47 +173,112 @@ def _compute_features(config: TrialConfig, images: np.ndarray, views: int) -> di
     return arrays
 
 
-def cached_features(config: TrialConfig, data: TrialData, cache_dir: str | Path | None = None,
-                    views: int = 0) -> tuple[dict[str, np.ndarray], bool, np.ndarray, np.ndarray]:
-    """(entry, computed, train rows, validation rows): the cache entry for `data`'s images and
-    where each training and validation image sits in it."""
+def _compute_cut_outputs(config: TrialConfig, base: Any, cut: BackboneCut, images: np.ndarray,
+                         views: int) -> dict[str, np.ndarray]:
+    """The frozen lower backbone's output at `cut` for `images` (and `views` augmented views of
+    each), through the same intensity and preprocessing layers as the full model, computed with
+    the trial's own backbone (its layers below the cut are frozen)."""
+    keras = import_keras()
+    from ._layers import augmentation_block
+    from ._model import backbone_input
+
+    size = config.resolved_image_size
+    inputs = keras.Input(shape=(size, size, 3), name="image")
+    lower = keras.Model(base.input, cut.tensor, name="lower_backbone")
+    extractor = keras.Model(inputs, lower(backbone_input(inputs, config), training=False), name="cut_extractor")
+
+    def encode(batch: np.ndarray) -> np.ndarray:
+        return extractor.predict(batch, batch_size=_EXTRACT_BATCH, verbose=0)
+
+    def encode_all(transform: Any = None) -> np.ndarray:
+        chunks = []
+        for start in range(0, len(images), _EXTRACT_BATCH):
+            batch = images[start:start + _EXTRACT_BATCH].astype(np.float32)
+            chunks.append(encode(np.asarray(transform(batch)) if transform else batch))
+        return np.concatenate(chunks)
+
+    features = [encode_all()]
+    if views:
+        augmentation = augmentation_block(VIEWS_SEED)
+        features += [encode_all(lambda batch: augmentation(batch, training=True)) for _ in range(views)]
+    peak = max(float(np.max(np.abs(f))) if f.size else 0.0 for f in features)
+    dtype = np.float16 if CUT_STORAGE == "float16" and peak < _FLOAT16_MAX else np.float32
+    arrays = {"features": features[0].astype(dtype)}
+    if views:
+        arrays["views"] = np.stack([f.astype(dtype) for f in features[1:]])
+    del extractor, lower
+    return arrays
+
+
+def _image_set(data: TrialData) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """(every train+validation image's hash, the distinct hashes, where each first occurs,
+    the image set's hash)."""
     train_hashes = _image_hashes(data.x_train)
     val_hashes = _image_hashes(data.x_val) if len(data.x_val) else np.zeros(0, dtype="S40")
     all_hashes = np.concatenate([train_hashes, val_hashes])
     unique, first = np.unique(all_hashes, return_index=True)
-    image_set_hash = hashlib.sha256(b"".join(unique.tolist())).hexdigest()
-    key = feature_key(config, image_set_hash, views)
+    return all_hashes, unique, first, hashlib.sha256(b"".join(unique.tolist())).hexdigest()
+
+
+def cached_features(config: TrialConfig, data: TrialData, cache_dir: str | Path | None = None,
+                    views: int = 0, *, base: Any = None, cut: BackboneCut | None = None,
+                    ) -> tuple[dict[str, np.ndarray], bool, np.ndarray, np.ndarray]:
+    """(entry, computed, train rows, validation rows): the cache entry for `data`'s images and
+    where each training and validation image sits in it. With `cut` (and the trial's built
+    backbone `base`), the entry holds the lower backbone's output at that cut."""
+    all_hashes, unique, first, image_set_hash = _image_set(data)
+    key = feature_key(config, image_set_hash, views, POOLED if cut is None else cut.name)
 
     def compute() -> dict[str, np.ndarray]:
         images = np.concatenate([data.x_train, data.x_val]) if len(data.x_val) else data.x_train
-        return {"hashes": unique, **_compute_features(config, images[first], views)}
+        if cut is None:
+            return {"hashes": unique, **_compute_features(config, images[first], views)}
+        return {"hashes": unique, **_compute_cut_outputs(config, base, cut, images[first], views)}
 
     entry, computed = ArrayCache(cache_dir).get_or_compute(key, compute)
     rows = np.searchsorted(entry["hashes"], all_hashes)
-    return entry, computed, rows[:len(train_hashes)], rows[len(train_hashes):]
+    train_count = len(data.x_train)
+    return entry, computed, rows[:train_count], rows[train_count:]
 
 
+def cut_entry_bytes(cut: BackboneCut, images: int, views: int) -> int:
+    """The size of a cut-point entry for `images` distinct images (and views), as stored."""
+    itemsize = np.dtype(CUT_STORAGE).itemsize
+    return int(np.prod(cut.shape)) * itemsize * images * (1 + views)
 
 
 @dataclass
 class TrunkOutputs:
-    """A cached trial's inputs: the trunk's output for each training image ((n, features), or
-    (n, views, features) with augmented views) and validation image, and the cache's state."""
+    """A cached trial's inputs: the trunk's output for each training image ((n, features) or
+    (n, *cut shape), or with augmented views (n, views, ...)) and validation image, and the
+    cache's state."""
 
     train: np.ndarray
     val: np.ndarray
     computed: bool  # this call computed the entry (cache "filled") rather than found it ("hit")
     backbone_draws: int  # default seeds the backbone drew before the head (-1: unknown)
+    cut: str = POOLED  # POOLED, or the backbone layer whose output these are
 
 
 def cached_trunk_outputs(config: TrialConfig, plan: TrialPlan, data: TrialData,
-                         cache_dir: str | Path | None = None) -> TrunkOutputs:
-    """The trunk's output at `plan.cut` for `data`, from the cache (computed on a miss)."""
+                         cache_dir: str | Path | None = None, *, base: Any = None,
+                         cut: BackboneCut | None = None) -> TrunkOutputs | None:
+    """The trunk's output at `plan.cut` for `data`, from the cache (computed on a miss). A
+    BACKBONE cut needs the trial's built backbone and its `cut`; it returns None (train live)
+    when the entry would exceed the cut-point cache budget ($MEDSWEEP_CUT_CACHE_MB)."""
     if plan.cut != POOLED:
-        raise NotImplementedError(f"the feature cache holds pooled features only, not cut {plan.cut!r}")
-    entry, computed, train_rows, val_rows = cached_features(config, data, cache_dir, plan.views)
+        if cut is None or base is None:
+            raise ValueError("a cut-point cache needs the trial's backbone and its cut (_model.backbone_cut)")
+        distinct = len(_image_set(data)[1])
+        if cut_entry_bytes(cut, distinct, plan.views) > cut_cache_budget():
+            return None
+    entry, computed, train_rows, val_rows = cached_features(config, data, cache_dir, plan.views,
+                                                            base=base, cut=cut if plan.cut != POOLED else None)
     if "views" in entry:
-        train = np.ascontiguousarray(entry["views"][:, train_rows].transpose(1, 0, 2))
+        views = entry["views"][:, train_rows]
+        train = np.ascontiguousarray(np.moveaxis(views, 0, 1))
     else:
         train = entry["features"][train_rows]
-    return TrunkOutputs(train, entry["features"][val_rows], computed, int(entry["draws"]))
+    draws = int(entry["draws"]) if "draws" in entry else -1
+    return TrunkOutputs(train, entry["features"][val_rows], computed, draws,
+                        POOLED if plan.cut == POOLED else cut.name)

@@ -35,9 +35,11 @@ class TrialPlan:
     comes from (`trunk`), how training images are augmented, and an optional head-only
     warm-up trial that runs first and hands its head weights on.
 
-    A cut-point cache (cache the frozen lower backbone's output, train its top layers and the
-    head) is a plan with trunk CACHED and cut BACKBONE: `_cached_features` would store the cut
-    layer's output and `build_head` would rebuild the backbone's top above it."""
+    trunk CACHED with cut BACKBONE is the cut-point cache: the frozen lower backbone's output is
+    read from the cache and the model is the backbone's top above the cut plus the head
+    (`backbone_cut`, `build_top_model`). The cut layer itself is found when the backbone is
+    built; where none fits (or its outputs exceed the size budget), the trial falls back to
+    `plan_trial(config, cut_cache=False)`."""
 
     trunk: str
     cut: str
@@ -50,13 +52,16 @@ class TrialPlan:
         return self.trunk == CACHED
 
 
-def plan_trial(config: TrialConfig) -> TrialPlan:
+def plan_trial(config: TrialConfig, *, cut_cache: bool = True) -> TrialPlan:
     """The one place that reads `fine_tune_fraction`, `feature_cache`, `augmentation`,
-    `augmented_views` and `frozen_warmup_epochs` to decide how a trial trains."""
+    `augmented_views` and `frozen_warmup_epochs` to decide how a trial trains. `cut_cache=False`
+    is the fallback when a fine-tuning trial's backbone offers no cacheable cut."""
     cut = POOLED if config.fine_tune_fraction <= 0 else BACKBONE
-    # Only a frozen backbone gives the same trunk output every epoch; augmentation on the fly
-    # changes it every step, a bounded set of pre-computed views does not.
-    cached = config.feature_cache and cut == POOLED and (not config.augmentation or config.augmented_views > 0)
+    # Only a frozen trunk gives the same output every epoch; augmentation on the fly changes it
+    # every step, a bounded set of pre-computed views does not. Fine-tuning freezes the lower
+    # backbone, so its output at the cut is cached like pooled features.
+    cached = (config.feature_cache and (cut == POOLED or cut_cache)
+              and (not config.augmentation or config.augmented_views > 0))
     warmup = None
     if cut != POOLED and config.frozen_warmup_epochs > 0:
         warmup = config.replace(fine_tune_fraction=0.0, epochs=config.frozen_warmup_epochs, frozen_warmup_epochs=0)
@@ -112,15 +117,20 @@ def set_trainable_layers(base: Any, fine_tune_fraction: float, pretrained: bool)
         layer.trainable = index >= first_trainable and not (pretrained and is_batchnorm)
 
 
-def pooled_trunk(inputs: Any, config: TrialConfig, base: Any, *, inference: bool) -> Any:
-    """Images -> intensity rescaling -> the backbone's preprocessing -> backbone -> global
-    average pooling: the trunk up to the POOLED cut, for the full model and the feature cache."""
-    keras = import_keras()
+def backbone_input(inputs: Any, config: TrialConfig) -> Any:
+    """Images -> intensity rescaling -> the backbone's preprocessing: what every trunk starts with."""
     from ._layers import BackbonePreprocess, IntensityRescale
 
     # float32 whatever the precision policy: the rescaled range must not lose float16 bits.
     x = IntensityRescale(config.intensity, name="intensity", dtype="float32")(inputs)
-    x = BackbonePreprocess(config.backbone, name="preprocess")(x)
+    return BackbonePreprocess(config.backbone, name="preprocess")(x)
+
+
+def pooled_trunk(inputs: Any, config: TrialConfig, base: Any, *, inference: bool) -> Any:
+    """Images -> intensity rescaling -> the backbone's preprocessing -> backbone -> global
+    average pooling: the trunk up to the POOLED cut, for the full model and the feature cache."""
+    keras = import_keras()
+    x = backbone_input(inputs, config)
     x = base(x, training=False) if inference else base(x)
     return keras.layers.GlobalAveragePooling2D(name="pool")(x)
 
@@ -199,6 +209,76 @@ def build_head(config: TrialConfig, feature_size: int, num_classes: int) -> Any:
     return keras.Model(inputs, add_head(inputs, config, num_classes), name="medsweep_head")
 
 
+# Layers after which a cut-point cache may cut: where a convolution unit or a block ends
+# (activation, residual sum, concatenation, pooling), not between a convolution and its BatchNorm.
+_BLOCK_END_LAYERS = ("ReLU", "Activation", "Add", "Concatenate", "MaxPooling2D", "AveragePooling2D")
+
+
+@dataclass(frozen=True)
+class BackboneCut:
+    """Where a cut-point cache cuts a built backbone: below it every layer is frozen; `tensor`
+    (the output of layer `name`) is the only tensor that crosses the cut."""
+
+    name: str
+    tensor: Any
+    shape: tuple[int, ...]  # one image's output at the cut
+    index: int  # position in `base.layers` of the first layer above the cut
+
+
+def backbone_cut(base: Any) -> BackboneCut | None:
+    """The highest block boundary below the backbone's first layer that trains (as
+    `set_trainable_layers` left it), where exactly one tensor crosses; None when only the
+    input lies below it. In a chain (MobileNet, VGG) every block end qualifies; in residual
+    nets only block outputs do, and the layers between the cut and the first trainable one run
+    frozen in the top model, so the trial trains exactly the layers the full model trains."""
+    keras = import_keras()
+    layers = base.layers
+    frozen_below = next((index for index, layer in enumerate(layers)
+                         if layer.trainable and layer.weights), len(layers))
+    producer = {id(layer.output): index for index, layer in enumerate(layers)}
+    last_use: dict[int, int] = {}
+    for index, layer in enumerate(layers[1:], start=1):
+        for tensor in keras.tree.flatten(layer.input):
+            last_use[id(tensor)] = max(last_use.get(id(tensor), 0), index)
+    for tensor in keras.tree.flatten(base.outputs):
+        last_use[id(tensor)] = len(layers)
+    crossing = [0] * (len(layers) + 1)  # crossing[b]: tensors made below layer b and used at or above it
+    for tensor_id, last in last_use.items():
+        for boundary in range(producer.get(tensor_id, 0) + 1, last + 1):
+            crossing[boundary] += 1
+    for boundary in range(min(frozen_below, len(layers) - 1), 1, -1):
+        below = layers[boundary - 1]
+        if crossing[boundary] == 1 and type(below).__name__ in _BLOCK_END_LAYERS:
+            output = below.output
+            return BackboneCut(below.name, output, tuple(int(d) for d in output.shape[1:]), boundary)
+    return None
+
+
+def build_top_model(config: TrialConfig, base: Any, cut: BackboneCut, num_classes: int) -> Any:
+    """What lies above a BACKBONE cut, compiled: the backbone's layers from the cut (the same
+    layer objects, so the same weights and trainable flags), pooling and `add_head`, on the
+    cached cut outputs. Pretrained backbones run in inference mode, as in `pooled_trunk`."""
+    _check_classes(num_classes)
+    keras = import_keras()
+    inputs = keras.Input(shape=cut.shape, name="trunk")
+    top = keras.Model(cut.tensor, base.output, name=f"{base.name}_top")
+    x = top(inputs, training=False) if config.weights != "none" else top(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    model = keras.Model(inputs, add_head(x, config, num_classes), name=f"medsweep_{config.backbone}_top")
+    compile_model(model, config, num_classes)
+    return model
+
+
+def full_model_like(config: TrialConfig, base: Any, trained: Any, num_classes: int) -> Any:
+    """A `build_model` model (images in) carrying a cut-cached trial's trained backbone and head."""
+    keras = import_keras()
+    model = build_model(config, num_classes)
+    backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    backbone.set_weights(base.get_weights())
+    set_head_weights(model, head_weights(trained))
+    return model
+
+
 def head_weights(model: Any) -> dict[str, list[np.ndarray]]:
     return {name: [np.array(w) for w in model.get_layer(name).get_weights()] for name in HEAD_LAYERS}
 
@@ -241,6 +321,72 @@ def compiled_head(config: TrialConfig, feature_size: int, num_classes: int) -> A
     while len(_COMPILED_HEADS) > _MAX_COMPILED_HEADS:
         _COMPILED_HEADS.popitem(last=False)
     return model
+
+
+@dataclass
+class CompiledTop:
+    """A compiled `build_top_model` model kept across trials, its backbone and cut, the weights
+    it was built with, and the default seeds its backbone drew (for the head's start)."""
+
+    model: Any
+    base: Any
+    cut: BackboneCut
+    start: list[np.ndarray]
+    backbone_draws: int
+
+
+# Compiled top models kept per trial shape: building the backbone and tracing a training step
+# cost more than a few epochs above the cut, so later trials of the same backbone, weights, cut
+# and head size reset one (`compiled_top`) instead.
+_COMPILED_TOPS: "OrderedDict[str, CompiledTop]" = OrderedDict()
+_MAX_COMPILED_TOPS = 2
+# Fields that reach a model only through `set_trial_state`, the data pipeline or the cut
+# outputs, so trials differing in them share a compiled top. Any other field (new ones too)
+# is part of the key.
+_TRIAL_STATE_FIELDS = ("learning_rate", "dropout", "epochs", "batch_size", "class_weight", "oversample",
+                       "frozen_warmup_epochs", "augmentation", "augmented_views", "feature_cache", "intensity")
+
+
+def _top_key(config: TrialConfig, num_classes: int, jit_compile: bool | None) -> str:
+    values = config.to_dict()
+    for name in _TRIAL_STATE_FIELDS:
+        values.pop(name, None)
+    if config.weights != "none":  # pretrained: the seed only decides the head's start, replayed
+        values.pop("seed", None)
+    return repr((sorted(values.items()), num_classes, jit_compile))
+
+
+def compiled_top(config: TrialConfig, num_classes: int, jit_compile: bool | None) -> CompiledTop | None:
+    """The compiled top model for a cut-cached trial, at the weights `build_model` would start
+    from with `config.seed` (the caller sets the trial's state); None when the backbone offers
+    no cacheable cut. Built once per trial shape, then reset."""
+    keras = import_keras()
+    from ._cached_features import count_draws
+
+    key = _top_key(config, num_classes, jit_compile)
+    top = _COMPILED_TOPS.pop(key, None)
+    if top is None:
+        keras.backend.clear_session(free_memory=False)  # keeps the compiled heads and tops
+        keras.utils.set_random_seed(config.seed)
+        before = random.getstate()
+        base = build_backbone(config)
+        draws = count_draws(before, random.getstate())
+        set_trainable_layers(base, config.fine_tune_fraction, config.weights != "none")
+        cut = backbone_cut(base)
+        if cut is None:
+            return None
+        model = build_top_model(config, base, cut, num_classes)
+        if jit_compile is not None:
+            model.jit_compile = jit_compile
+        top = CompiledTop(model, base, cut, model.get_weights(), draws)
+    else:
+        top.model.set_weights(top.start)
+        feature_size = int(top.model.get_layer("pool").output.shape[-1])
+        set_head_weights(top.model, initial_head_weights(config, feature_size, num_classes, top.backbone_draws))
+    _COMPILED_TOPS[key] = top
+    while len(_COMPILED_TOPS) > _MAX_COMPILED_TOPS:
+        _COMPILED_TOPS.popitem(last=False)
+    return top
 
 
 def with_temperature(model: Any, temperature: float) -> Any:

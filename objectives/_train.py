@@ -19,7 +19,7 @@ from ._data import TrialData, decode_image
 from ._errors import DataError
 from ._keras import import_keras
 from ._metrics import class_probabilities, classification_metrics
-from ._model import TrialPlan
+from ._model import BACKBONE, POOLED, TrialPlan
 
 _METADATA_ENTRY = "medsweep.json"
 
@@ -33,7 +33,8 @@ class TrialResult:
     metrics: dict[str, Any]
     model: Any = field(default=None, repr=False)
     outputs: Any = field(default=None, repr=False)  # validation class probabilities, (n, classes)
-    feature_cache: str = "off"  # off | filled | hit: whether the head trained on cached features
+    feature_cache: str = "off"  # off | filled | hit: whether the trial trained on cached trunk outputs
+    trunk_cut: str | None = None  # where cached trunk outputs came from: "pooled" or a backbone layer's name
 
 
 def _targets(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -111,9 +112,11 @@ def fit_and_measure(model: Any, config: TrialConfig, plan: TrialPlan, x_train: n
                          augment=plan.augment, one_view_per_step=plan.views > 0)
     validation: Any = None
     if len(x_val):
-        # Trunk outputs in memory are called directly; images stream through a pipeline.
-        validation = x_val if plan.cached else make_dataset(x_val, y_val, num_classes, config.batch_size,
-                                                            shuffle=False, seed=config.seed)
+        # Pooled trunk outputs in memory are called directly; images and cut-point outputs
+        # (too large for one call) stream through a pipeline.
+        in_memory = plan.cached and plan.cut == POOLED
+        validation = x_val if in_memory else make_dataset(x_val, y_val, num_classes, config.batch_size,
+                                                          shuffle=False, seed=config.seed)
         all_callbacks.insert(0, ExactValidation(validation, y_val, num_classes, config.batch_size))
     model.fit(train, epochs=config.epochs, callbacks=all_callbacks, verbose=verbose, shuffle=False,
               class_weight=class_weight)
@@ -131,7 +134,8 @@ def train_trial(config: TrialConfig, data: TrialData, callbacks: Sequence[Any] =
     `callbacks` are plain Keras callbacks (the search layer passes its pruning callback); if one
     of them is an `EpochHistory`, it is the one that records the curves. `_model.plan_trial`
     decides how the trial trains: a frozen, unaugmented trial trains its head on cached backbone
-    features in `feature_cache_dir` (default $MEDSWEEP_CACHE_DIR or ~/.cache/medsweep/features);
+    features in `feature_cache_dir` (default $MEDSWEEP_CACHE_DIR or ~/.cache/medsweep/features),
+    a partial fine-tune trains the backbone's top on cached outputs of its frozen lower part;
     a two-stage trial first trains its head alone. `jit_compile` forces XLA on or off for live
     trunks (None: Keras decides, which means on with a GPU and off on CPU)."""
     from ._model import plan_trial
@@ -154,7 +158,17 @@ def _train_planned(config: TrialConfig, plan: TrialPlan, data: TrialData, callba
     from ._model import (build_model, compiled_head, head_weights, initial_head_weights, set_head_weights,
                          set_trial_state)
 
-    if plan.cached:
+    cut_model = None
+    if plan.cached and plan.cut == BACKBONE:
+        cut_model = _cut_cached_model(config, plan, data, cache_dir, jit_compile)
+        if cut_model is None:  # no cacheable cut, or over the cut-point cache budget
+            from ._model import plan_trial
+
+            plan = plan_trial(config, cut_cache=False)
+    if cut_model is not None:
+        model, base, trunk = cut_model
+        x_train, x_val, cache_state = trunk.train, trunk.val, "filled" if trunk.computed else "hit"
+    elif plan.cached:
         from ._cached_features import cached_trunk_outputs
         from ._runtime import use_float32_policy
 
@@ -184,7 +198,11 @@ def _train_planned(config: TrialConfig, plan: TrialPlan, data: TrialData, callba
                                                 data.class_names, callbacks, verbose=verbose)
     head = head_weights(model)
     kept = None
-    if keep_model and plan.cached:  # the trained head on a full model that takes images
+    if keep_model and cut_model is not None:  # the trained top and head on a full model that takes images
+        from ._model import full_model_like
+
+        kept = full_model_like(config, cut_model[1], model, data.num_classes)
+    elif keep_model and plan.cached:  # the trained head on a full model that takes images
         keras.backend.clear_session()
         keras.utils.set_random_seed(config.seed)
         kept = build_model(config, data.num_classes)
@@ -192,12 +210,32 @@ def _train_planned(config: TrialConfig, plan: TrialPlan, data: TrialData, callba
     elif keep_model:
         kept = model
     result = TrialResult(config, history, metrics, kept, feature_cache=cache_state,
-                         outputs=None if outputs is None else class_probabilities(outputs))
-    if not keep_model and not plan.cached:
+                         outputs=None if outputs is None else class_probabilities(outputs),
+                         trunk_cut=cut_model[2].cut if cut_model is not None else (POOLED if plan.cached else None))
+    if not keep_model and not plan.cached:  # compiled heads and top models stay for later trials
         del model
         keras.backend.clear_session()
         gc.collect()
     return result, head
+
+
+def _cut_cached_model(config: TrialConfig, plan: TrialPlan, data: TrialData, cache_dir: str | Path | None,
+                      jit_compile: bool | None) -> tuple[Any, Any, Any] | None:
+    """(compiled top model, the trial's backbone, its cached cut outputs) for a cut-point cached
+    trial, or None when the backbone has no cacheable cut or its outputs exceed the budget.
+    The top starts from the weights the full model would (`_model.compiled_top`)."""
+    from ._cached_features import cached_trunk_outputs
+    from ._model import compiled_top
+    from ._runtime import jit_compile_setting, use_float32_policy
+
+    use_float32_policy()  # cut outputs must not depend on a worker's precision option
+    top = compiled_top(config, data.num_classes, jit_compile_setting() if jit_compile is None else jit_compile)
+    if top is None:
+        return None
+    trunk = cached_trunk_outputs(config, plan, data, cache_dir, base=top.base, cut=top.cut)
+    if trunk is None:
+        return None
+    return top.model, top.base, trunk
 
 
 def save_model(model: Any, path: str | Path, metadata: dict[str, Any]) -> Path:

@@ -20,8 +20,10 @@ FROZEN = TrialConfig(backbone="VGG19", weights="none", image_size=32, augmentati
     ({"augmentation": True, "augmented_views": 3}, "cached", "pooled", False, 3),
     ({"augmentation": True, "augmented_views": 3, "feature_cache": False}, "live", "pooled", True, 0),
     ({"augmented_views": 3}, "cached", "pooled", False, 0),  # views matter only when augmenting
-    ({"fine_tune_fraction": 0.3}, "live", "backbone", False, 0),
-    ({"fine_tune_fraction": 0.3, "augmentation": True, "augmented_views": 3}, "live", "backbone", True, 0),
+    ({"fine_tune_fraction": 0.3}, "cached", "backbone", False, 0),  # the cut-point cache
+    ({"fine_tune_fraction": 0.3, "feature_cache": False}, "live", "backbone", False, 0),
+    ({"fine_tune_fraction": 0.3, "augmentation": True}, "live", "backbone", True, 0),
+    ({"fine_tune_fraction": 0.3, "augmentation": True, "augmented_views": 3}, "cached", "backbone", False, 3),
 ])
 def test_plan_decides_trunk_cut_and_augmentation(changes: dict, trunk: str, cut: str, augment: bool,
                                                  views: int) -> None:
