@@ -31,12 +31,11 @@ from ._cache import ArrayCache, cut_cache_budget, file_sha256
 from ._config import TrialConfig
 from ._data import TrialData
 from ._keras import import_keras
-from ._model import POOLED, BackboneCut, TrialPlan
+from ._model import POOLED, BackboneCut, TrialPlan, count_draws
 
 CACHE_FORMAT = 1
 VIEWS_SEED = 0  # augmented views are shared by every trial, whatever its seed
 _EXTRACT_BATCH = 32
-_MAX_REPLAYED_DRAWS = 200_000
 # Cut-point outputs are stored as float32: with float16 (half the size) a fine-tuned top drifted
 # from the live model by 0.02 in loss and 0.16 in outputs after 2 epochs (real MobileNet, 64 px),
 # far outside the feature cache's tolerances; float32 reproduces the live run exactly.
@@ -121,18 +120,6 @@ def feature_key(config: TrialConfig, image_set_hash: str, views: int, cut: str =
         "views_seed": VIEWS_SEED if views else None,
         "versions": _versions(),
     }
-
-
-def count_draws(before: object, after: object) -> int:
-    """How many `keras` default seeds (Python `random.randint`) the backbone's construction
-    drew; -1 when something else consumed Python's random stream."""
-    random.setstate(before)  # type: ignore[arg-type]
-    for draws in range(_MAX_REPLAYED_DRAWS):
-        if random.getstate() == after:
-            return draws
-        random.randint(1, int(1e9))
-    random.setstate(after)  # type: ignore[arg-type]
-    return -1
 
 
 def _compute_features(config: TrialConfig, images: np.ndarray, views: int) -> dict[str, np.ndarray]:

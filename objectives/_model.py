@@ -52,6 +52,21 @@ class TrialPlan:
         return self.trunk == CACHED
 
 
+_MAX_REPLAYED_DRAWS = 200_000
+
+
+def count_draws(before: object, after: object) -> int:
+    """How many `keras` default seeds (Python `random.randint`) the backbone's construction
+    drew; -1 when something else consumed Python's random stream."""
+    random.setstate(before)  # type: ignore[arg-type]
+    for draws in range(_MAX_REPLAYED_DRAWS):
+        if random.getstate() == after:
+            return draws
+        random.randint(1, int(1e9))
+    random.setstate(after)  # type: ignore[arg-type]
+    return -1
+
+
 def plan_trial(config: TrialConfig, *, cut_cache: bool = True) -> TrialPlan:
     """The one place that reads `fine_tune_fraction`, `feature_cache`, `augmentation`,
     `augmented_views` and `frozen_warmup_epochs` to decide how a trial trains. `cut_cache=False`
@@ -361,8 +376,6 @@ def compiled_top(config: TrialConfig, num_classes: int, jit_compile: bool | None
     from with `config.seed` (the caller sets the trial's state); None when the backbone offers
     no cacheable cut. Built once per trial shape, then reset."""
     keras = import_keras()
-    from ._cached_features import count_draws
-
     key = _top_key(config, num_classes, jit_compile)
     top = _COMPILED_TOPS.pop(key, None)
     if top is None:
