@@ -118,6 +118,8 @@ def main() -> dict[str, Any]:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--cv", type=int, default=5)
     parser.add_argument("--recipes", default=DEFAULT_ORDER, help=f"comma-separated, in order: {DEFAULT_ORDER}")
+    parser.add_argument("--batchnorm", default=None, choices=("frozen", "affine", "batch"),
+                        help="BatchNorm mode of the non-BN recipes (default: the best BN recipe of this run, else affine)")
     args = parse_data_args(parser)
     names = [n.strip() for n in args.recipes.split(",") if n.strip()]
     unknown = [n for n in names if n not in RECIPES]
@@ -139,8 +141,11 @@ def main() -> dict[str, Any]:
         values = dict(base)
         measured_bn = [r for r in rows if r["recipe"] in BN_RECIPES]
         if name not in BN_RECIPES:
-            values["batchnorm"] = max(measured_bn, key=lambda r: r["mean"])["config"]["batchnorm"] if measured_bn \
-                else "affine"
+            if args.batchnorm:
+                values["batchnorm"] = args.batchnorm
+            else:
+                values["batchnorm"] = max(measured_bn, key=lambda r: r["mean"])["config"]["batchnorm"] \
+                    if measured_bn else "affine"
         values.update(RECIPES[name][1])
         train = plain_keras_fold if name == "plain-keras" else medsweep_fold
         row = run_recipe(name, values, folds, train)
