@@ -26,7 +26,8 @@ RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
     "bn-frozen": ("all layers, BatchNorm frozen (medsweep before)", {"batchnorm": "frozen"}),
     "bn-affine": ("all layers, BatchNorm scale/offset trained, moving statistics", {"batchnorm": "affine"}),
     "bn-batch": ("all layers, BatchNorm on batch statistics", {"batchnorm": "batch"}),
-    "plain-keras": ("plain Keras: base(x, training=False), all layers trainable", {}),
+    # Keras 3 runs its BatchNorm on batch statistics under fit despite training=False (noted per fold).
+    "plain-keras": ("plain Keras: base(x, training=False), all layers trainable", {"batchnorm": "batch"}),
     "lr-backbone/10": ("backbone lr = head lr / 10", {"backbone_lr_factor": 0.1}),
     "top-30%": ("fine_tune_fraction 0.3", {"fine_tune_fraction": 0.3}),
     "warmup-5": ("5 frozen head epochs first", {"frozen_warmup_epochs": 5}),
