@@ -118,7 +118,7 @@ def main() -> dict[str, Any]:
     parser.add_argument("--size", type=int, default=128, help="image size in pixels (128: CPU-sized)")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--cv", type=int, default=5)
-    parser.add_argument("--recipes", default=DEFAULT_ORDER, help=f"comma-separated, in order: {DEFAULT_ORDER}")
+    parser.add_argument("--recipes", default=DEFAULT_ORDER, help="comma-separated, in order: " + DEFAULT_ORDER.replace("%", "%%"))
     parser.add_argument("--batchnorm", default=None, choices=("frozen", "affine", "batch"),
                         help="BatchNorm mode of the non-BN recipes (default: the best BN recipe of this run, else affine)")
     args = parse_data_args(parser)
