@@ -127,6 +127,24 @@ def _check_intensity(name: str, value: Any) -> str:
     return str(value)
 
 
+BATCHNORM_MODES = ("frozen", "affine", "batch")
+
+
+def _check_batchnorm(name: str, value: Any) -> str:
+    if value not in BATCHNORM_MODES:
+        raise ConfigError(f"batchnorm must be one of {', '.join(BATCHNORM_MODES)} (how a fine-tuned pretrained "
+                          f"backbone's BatchNormalization layers train), got {value!r}")
+    return str(value)
+
+
+def _check_backbone_lr_factor(name: str, value: Any) -> float:
+    factor = _number(name, value, float)
+    if not 0 < factor <= 1:
+        raise ConfigError(f"backbone_lr_factor must be in (0, 1] (the backbone's learning rate is learning_rate "
+                          f"times it), got {value!r}")
+    return factor
+
+
 # name -> (python type used for search ranges, validator)
 _FIELD_CHECKS: dict[str, tuple[type, Callable[[str, Any], Any]]] = {
     "backbone": (str, _check_backbone),
@@ -147,6 +165,8 @@ _FIELD_CHECKS: dict[str, tuple[type, Callable[[str, Any], Any]]] = {
     "class_weight": (str, _check_class_weight),
     "oversample": (bool, _check_bool),
     "intensity": (str, _check_intensity),
+    "batchnorm": (str, _check_batchnorm),
+    "backbone_lr_factor": (float, _check_backbone_lr_factor),
 }
 
 
@@ -179,6 +199,12 @@ class TrialConfig:
     # Per-image rescaling to 0-255 inside the model, before the backbone's preprocessing: raw
     # (none), minmax (lowest to highest value) or percentile (0.5th to 99.5th, clipped).
     intensity: str = "raw"
+    # How a fine-tuned pretrained backbone's BatchNormalization layers train (docs/finetuning.md):
+    # frozen (inference mode, scale and offset fixed), affine (inference-mode statistics, scale
+    # and offset trained) or batch (batch statistics in training, as plain Keras 3 does).
+    batchnorm: str = "frozen"
+    # The fine-tuned backbone layers learn at learning_rate times this; the head at learning_rate.
+    backbone_lr_factor: float = 1.0
 
     def __post_init__(self) -> None:
         for name, (_, check) in _FIELD_CHECKS.items():

@@ -129,6 +129,47 @@ class TrialDropout(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="medsweep")
+class FrozenStatisticsBatchNormalization(keras.layers.BatchNormalization):
+    """BatchNormalization that always normalises with its moving statistics and never updates
+    them, while its scale and offset stay trainable (`batchnorm: affine`). Needed because in
+    Keras 3 a nested model called with `training=False` inside a functional model still runs in
+    training mode under `fit` (the outer call's `training=True` replaces it)."""
+
+    def call(self, inputs: Any, training: Any = None, mask: Any = None) -> Any:
+        return super().call(inputs, training=False, mask=mask)
+
+
+@keras.saving.register_keras_serializable(package="medsweep")
+class BackboneScaledAdam(keras.optimizers.Adam):
+    """Adam with a smaller learning rate for the backbone: every variable not named in
+    `head_paths` steps with learning_rate x `backbone_lr_factor`. Scaling the gradients instead
+    would do nothing (Adam's step does not depend on the gradient's scale), and one `fit` takes
+    one optimizer, so the rate is scaled in `update_step`, the method Keras optimizers extend."""
+
+    def __init__(self, backbone_lr_factor: float = 1.0, head_paths: tuple[str, ...] | list[str] = (),
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.backbone_lr_factor = float(backbone_lr_factor)
+        self.head_paths = tuple(head_paths)
+        self._scaled: list[bool] = []
+
+    def build(self, variables: Any) -> None:
+        super().build(variables)
+        head = set(self.head_paths)
+        self._scaled = [variable.path not in head for variable in variables]
+
+    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
+        # The optimizer's own index of the variable (as Adam uses it for its moments).
+        if self._scaled[self._get_variable_index(variable)]:
+            learning_rate = learning_rate * self.backbone_lr_factor
+        super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "backbone_lr_factor": self.backbone_lr_factor,
+                "head_paths": list(self.head_paths)}
+
+
+@keras.saving.register_keras_serializable(package="medsweep")
 class TemperatureScaling(keras.layers.Layer):
     """Divides the logits behind a sigmoid or softmax output by a fitted temperature, so the
     saved model predicts calibrated probabilities with no step outside the .keras file."""

@@ -114,22 +114,44 @@ def build_backbone(config: TrialConfig) -> Any:
         raise
 
 
-def set_trainable_layers(base: Any, fine_tune_fraction: float, pretrained: bool) -> None:
-    """Freeze the backbone, then unfreeze the top `fine_tune_fraction` of its layers.
+def set_trainable_layers(base: Any, fine_tune_fraction: float, pretrained: bool, batchnorm: str = "frozen") -> Any:
+    """Freeze the backbone, then unfreeze the top `fine_tune_fraction` of its layers; returns
+    the backbone (a copy when its BatchNormalization layers must change class).
 
-    With pretrained weights, BatchNormalization layers stay frozen (and run in inference mode)
-    because re-estimating their statistics on a few dozen images destroys the pretrained
-    features; a randomly initialised backbone has no statistics worth keeping."""
+    With pretrained weights `batchnorm` says how the unfrozen BatchNormalization layers train:
+    frozen (inference mode, scale and offset fixed), affine (inference-mode statistics, scale and
+    offset trained) or batch (batch statistics while training, moving statistics updated). A
+    randomly initialised backbone has no statistics worth keeping: its layers train as batch.
+    docs/finetuning.md has the measurements behind the default."""
     keras = import_keras()
     if fine_tune_fraction <= 0:
         base.trainable = False
-        return
+        return base
+    if pretrained and batchnorm == "affine":
+        base = _with_frozen_statistics(base)
     base.trainable = True
     layers = base.layers
     first_trainable = int(round(len(layers) * (1.0 - fine_tune_fraction)))
     for index, layer in enumerate(layers):
         is_batchnorm = isinstance(layer, keras.layers.BatchNormalization)
-        layer.trainable = index >= first_trainable and not (pretrained and is_batchnorm)
+        layer.trainable = index >= first_trainable and not (pretrained and is_batchnorm and batchnorm == "frozen")
+    return base
+
+
+def _with_frozen_statistics(base: Any) -> Any:
+    """A copy of `base` (same layer names and weights) whose BatchNormalization layers always
+    use their moving statistics, so their scale and offset can train without re-estimating them."""
+    keras = import_keras()
+    from ._layers import FrozenStatisticsBatchNormalization
+
+    def clone(layer: Any) -> Any:
+        if type(layer) is keras.layers.BatchNormalization:
+            return FrozenStatisticsBatchNormalization.from_config(layer.get_config())
+        return layer.__class__.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(base, clone_function=clone)
+    copy.set_weights(base.get_weights())
+    return copy
 
 
 def backbone_input(inputs: Any, config: TrialConfig) -> Any:
@@ -180,9 +202,20 @@ def compile_model(model: Any, config: TrialConfig, num_classes: int, *, steps_pe
         loss = keras.losses.CategoricalCrossentropy()
         metrics = [keras.metrics.CategoricalAccuracy(name="accuracy"),
                    keras.metrics.AUC(name="auc", multi_label=True, num_labels=num_classes)]
-    model.compile(optimizer=keras.optimizers.Adam(), loss=loss, metrics=metrics,
+    model.compile(optimizer=_optimizer(model, config), loss=loss, metrics=metrics,
                   steps_per_execution=steps_per_execution)
     set_trial_state(model, config)
+
+
+def _optimizer(model: Any, config: TrialConfig) -> Any:
+    """Adam; BackboneScaledAdam when trainable backbone layers learn slower than the head."""
+    keras = import_keras()
+    head_paths = [v.path for name in HEAD_LAYERS for v in model.get_layer(name).trainable_weights]
+    if config.backbone_lr_factor == 1.0 or len(model.trainable_weights) == len(head_paths):
+        return keras.optimizers.Adam()
+    from ._layers import BackboneScaledAdam
+
+    return BackboneScaledAdam(backbone_lr_factor=config.backbone_lr_factor, head_paths=head_paths)
 
 
 def set_trial_state(model: Any, config: TrialConfig, head: dict[str, list[np.ndarray]] | None = None) -> None:
@@ -208,9 +241,10 @@ def build_model(config: TrialConfig, num_classes: int) -> Any:
     size = config.resolved_image_size
     base = build_backbone(config)
     pretrained = config.weights != "none"
-    set_trainable_layers(base, config.fine_tune_fraction, pretrained)
+    base = set_trainable_layers(base, config.fine_tune_fraction, pretrained, config.batchnorm)
     inputs = keras.Input(shape=(size, size, 3), name="image")
-    features = pooled_trunk(inputs, config, base, inference=pretrained)
+    # batch: the backbone follows fit's training flag (Keras 3 would override training=False anyway).
+    features = pooled_trunk(inputs, config, base, inference=pretrained and config.batchnorm != "batch")
     model = keras.Model(inputs, add_head(features, config, num_classes), name=f"medsweep_{config.backbone}")
     compile_model(model, config, num_classes)
     return model
@@ -384,7 +418,7 @@ def compiled_top(config: TrialConfig, num_classes: int, jit_compile: bool | None
         before = random.getstate()
         base = build_backbone(config)
         draws = count_draws(before, random.getstate())
-        set_trainable_layers(base, config.fine_tune_fraction, config.weights != "none")
+        base = set_trainable_layers(base, config.fine_tune_fraction, config.weights != "none", config.batchnorm)
         cut = backbone_cut(base)
         if cut is None:
             return None

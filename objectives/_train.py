@@ -35,6 +35,29 @@ class TrialResult:
     outputs: Any = field(default=None, repr=False)  # validation class probabilities, (n, classes)
     feature_cache: str = "off"  # off | filled | hit: whether the trial trained on cached trunk outputs
     trunk_cut: str | None = None  # where cached trunk outputs came from: "pooled" or a backbone layer's name
+    warning: str | None = None  # e.g. constant outputs: a score that measures nothing (see `constant_output_warning`)
+
+
+# Below this spread (the largest per-class standard deviation of the validation probabilities) a
+# trained network answers alike for every image: its AUC ranks rounding noise, not images.
+# Measured (tests/objectives/test_finetune_recipe.py): near-black fine-tunes 0 to 2e-4, the
+# weakest model that still ranked its images right 0.025, models on brain_mri 0.1 and more.
+CONSTANT_OUTPUT_SPREAD = 0.005
+
+
+def output_spread(outputs: np.ndarray) -> float:
+    """How much the predicted probabilities vary across images (largest per-class std)."""
+    probabilities = class_probabilities(np.asarray(outputs))
+    return float(probabilities.std(axis=0).max()) if len(probabilities) > 1 else float("nan")
+
+
+def constant_output_warning(outputs: np.ndarray) -> str | None:
+    """A one-line warning when validation outputs are (nearly) the same for every image, else None."""
+    spread = output_spread(outputs)
+    if not spread < CONSTANT_OUTPUT_SPREAD:
+        return None
+    return (f"outputs constant (spread {spread:.2g} across {len(outputs)} validation images): the network does not "
+            "see the images (low-range input?); try intensity: minmax")
 
 
 def _targets(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -209,7 +232,11 @@ def _train_planned(config: TrialConfig, plan: TrialPlan, data: TrialData, callba
         set_head_weights(kept, head)
     elif keep_model:
         kept = model
-    result = TrialResult(config, history, metrics, kept, feature_cache=cache_state,
+    warning = None
+    if outputs is not None:
+        metrics["output_spread"] = output_spread(outputs)
+        warning = constant_output_warning(outputs)
+    result = TrialResult(config, history, metrics, kept, feature_cache=cache_state, warning=warning,
                          outputs=None if outputs is None else class_probabilities(outputs),
                          trunk_cut=cut_model[2].cut if cut_model is not None else (POOLED if plan.cached else None))
     if not keep_model and not plan.cached:  # compiled heads and top models stay for later trials
