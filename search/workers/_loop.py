@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from storage import StorageError, storage_lock
 
-from ._budget import RetryTrial, counts_towards_budget, retried_numbers
+from ._budget import STOPPED_BY, BudgetSpent, RetryTrial, counts_towards_budget, retried_numbers
 from .._errors import WorkerError
 from .._record import FAIL_REASON, WORKER, fail_reason_of, retried_from, worker_of
 from ._progress import Progress, StudyProgress, study_progress
@@ -207,9 +207,12 @@ def _heartbeat_enabled(storage: Any) -> bool:
 def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: int | None = None,
                timeout: float | None = None, max_consecutive_failures: int = 3, max_retries: int = 2,
                stop: StopRequest | None = None, progress: Progress | None = None,
-               on_trial: Callable[[FrozenTrial], None] | None = None) -> LoopSummary:
+               on_trial: Callable[[FrozenTrial], None] | None = None, budget: Any = None,
+               plan: Any = None) -> LoopSummary:
     """Run trials of `study` until it has `n_trials` finished ones (all workers together, none
-    left running or queued), `timeout` passes, or `stop` is requested.
+    left running or queued), `timeout` passes, the study's wall `budget` (a WallBudget) is
+    spent or too short for another trial, or `stop` is requested. `plan` (a StagePlan) picks
+    each new trial's stage and queues promotions; with a budget and no plan, an unstaged one.
 
     `storage` is the RDBStorage the study was loaded from (the lock and heartbeats use it)."""
     stop = stop or StopRequest()
@@ -220,6 +223,11 @@ def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: i
     lock_name = f"budget:{study.study_name}"
     consecutive_failures = 0
     waiting_for = -1
+    if plan is None and budget is not None:
+        from ._plan import StagePlan
+
+        plan = StagePlan(None, study.direction.name.lower(), budget)
+    base_sampler = study.sampler
 
     def snapshot() -> StudyProgress:
         if progress.mode == "quiet":  # spare the database the reads nobody sees
@@ -242,7 +250,14 @@ def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: i
             running = sum(t.state == TrialState.RUNNING for t in trials)
             retried = retried_numbers(trials)
             used = sum(counts_towards_budget(t, retried) for t in trials)
-            if queued or n_trials is None or used < n_trials:
+            decision = plan.decide(trials) if plan is not None else None
+            if decision is not None and decision.stop:
+                summary.stop_reason = decision.stop
+            elif queued or n_trials is None or used < n_trials:
+                if decision is not None:
+                    for params, attrs in decision.promotions:
+                        study.enqueue_trial(params, user_attrs=attrs)
+                    study.sampler = _fixing(base_sampler, decision.fixed)
                 with warnings.catch_warnings():
                     # Optuna warns that heartbeats are meant for Study.optimize; this loop
                     # runs the heartbeat thread itself, as Study.optimize does.
@@ -251,6 +266,10 @@ def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: i
                 if _heartbeat_enabled(storage):
                     storage.record_heartbeat(trial._trial_id)  # stale-able even if we die right now
                 study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, worker_name())
+                if decision is not None and decision.stage:
+                    _record_stage(study, trial, decision.stage)
+        if summary.stop_reason:
+            break
         if trial is None:
             if running == 0:
                 summary.stop_reason = f"the study has its {n_trials} trials"
@@ -300,6 +319,27 @@ def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: i
     return summary
 
 
+def _fixing(base: optuna.samplers.BaseSampler, fixed: dict[str, Any]) -> optuna.samplers.BaseSampler:
+    """The study's sampler with the stage's parameters fixed (TPE still samples the rest)."""
+    if not fixed:
+        return base
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.PartialFixedSampler(fixed, base)
+
+
+def _record_stage(study: optuna.Study, trial: optuna.Trial, planned: str) -> None:
+    """Name the trial's stage: a promotion carries it, a retry's depth implies it, else the plan's."""
+    from ._plan import STAGE, stage_of_fraction
+
+    frozen = study._storage.get_trial(trial._trial_id)
+    if STAGE in frozen.user_attrs:
+        return
+    fixed = frozen.system_attrs.get("fixed_params") or {}
+    stage = stage_of_fraction(fixed.get("fine_tune_fraction")) or planned
+    study._storage.set_trial_user_attr(trial._trial_id, STAGE, stage)
+
+
 def _retried(study: optuna.Study) -> set[int]:
     return retried_numbers(study.get_trials(deepcopy=False))
 
@@ -317,6 +357,9 @@ def _run_one(study: optuna.Study, storage: Any, trial: optuna.Trial, objective: 
     with _heartbeat(study, trial._trial_id):
         try:
             return _Outcome(TrialState.COMPLETE, float(objective(trial)))
+        except BudgetSpent:
+            trial.set_user_attr(STOPPED_BY, "the study's wall budget was spent")
+            return _Outcome(TrialState.PRUNED)
         except optuna.TrialPruned:
             return _Outcome(TrialState.PRUNED)
         except StorageError:

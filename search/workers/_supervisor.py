@@ -99,6 +99,7 @@ class WorkerOptions:
     grace_period: int = 40
     db_down_limit: float = 300.0
     quiet: bool = False
+    budget: float | None = None  # the study's wall budget in seconds (the first worker starts it)
 
     def child_arguments(self) -> list[str]:
         """The same options for a child `medsweep worker` process (never the storage URL:
@@ -110,6 +111,8 @@ class WorkerOptions:
             args += ["--n-trials", str(self.n_trials)]
         if self.timeout is not None:
             args += ["--timeout", f"{self.timeout:g}"]
+        if self.budget is not None:
+            args += ["--budget", f"{self.budget:g}s"]
         if self.data_dir:
             args += ["--data", self.data_dir]
         if self.quiet:
@@ -151,8 +154,10 @@ def run_in_process(storage_url: str, study: str, options: WorkerOptions, label: 
     import optuna
 
     from ._progress import Progress
-    from ._loop import StopRequest, run_trials, worker_keras_callback
+    from ._budget import deadline_keras_callback
+    from ._loop import StopRequest, _lock, run_trials, worker_keras_callback
     from ._objective import TrialObjective
+    from ._plan import prepare_plan
     from ..study._study import load_study, stored_file_hashes
     from ._worker import open_dataset
 
@@ -164,10 +169,15 @@ def run_in_process(storage_url: str, study: str, options: WorkerOptions, label: 
         storage = open_worker_storage(storage_url, options)
         loaded, settings = load_study(storage, study)
         dataset = open_dataset(settings, options.data_dir, stored_files=stored_file_hashes(storage, study))
-        objective = TrialObjective(settings, dataset, callbacks=[worker_keras_callback(stop, progress)])
+        budget, plan = prepare_plan(storage, loaded, settings, dataset, options.budget,
+                                    _lock(storage, f"budget:{study}"))
+        callbacks = [worker_keras_callback(stop, progress)]
+        if budget is not None:
+            callbacks.append(deadline_keras_callback(budget))
+        objective = TrialObjective(settings, dataset, callbacks=callbacks)
         summary = run_trials(storage, loaded, objective, n_trials=options.n_trials, timeout=options.timeout,
                              max_consecutive_failures=options.max_failures, max_retries=options.max_retries,
-                             stop=stop, progress=progress)
+                             stop=stop, progress=progress, budget=budget, plan=plan)
     finally:
         progress.close()
         stop.restore()

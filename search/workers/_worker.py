@@ -73,16 +73,22 @@ def describe_changes(before: dict[str, str], after: dict[str, str], count_now: i
 def run_worker(storage: Any, study_name: str, *, n_trials: int | None = None, timeout: float | None = None,
                max_consecutive_failures: int = 3, data_dir: str | None = None, val_dir: str | None = None,
                on_trial: Callable[[FrozenTrial], None] | None = None, max_retries: int = 2,
-               progress: Any = None) -> WorkerSummary:
-    """Run trials until the study has `n_trials` (all workers together) or `timeout` passes.
+               progress: Any = None, budget: float | None = None) -> WorkerSummary:
+    """Run trials until the study has `n_trials` (all workers together), `timeout` passes or the
+    study's wall budget (`budget` seconds, started by the first worker) is spent.
 
     The loop itself (budget lock, heartbeats, retries, SIGTERM) is `_loop.run_trials`."""
     from ._loop import run_trials
 
     study, settings = load_study(storage, study_name)
     dataset = open_dataset(settings, data_dir, val_dir, stored_file_hashes(storage, study_name))
-    objective = TrialObjective(settings, dataset)
+    from ._budget import deadline_keras_callback
+    from ._loop import _lock
+    from ._plan import prepare_plan
+
+    wall, plan = prepare_plan(storage, study, settings, dataset, budget, _lock(storage, f"budget:{study_name}"))
+    objective = TrialObjective(settings, dataset, callbacks=[deadline_keras_callback(wall)] if wall else [])
     loop = run_trials(storage, study, objective, n_trials=n_trials, timeout=timeout,
                       max_consecutive_failures=max_consecutive_failures, max_retries=max_retries,
-                      progress=progress, on_trial=on_trial)
+                      progress=progress, on_trial=on_trial, budget=wall, plan=plan)
     return WorkerSummary(loop.trials, loop.stop_reason)
