@@ -75,4 +75,7 @@ def status_report(study: optuna.Study, metric: str) -> str:
         interval = _interval(best)
         interval = f", 95% CI {interval}" if interval else ""
         lines.append(f"best: trial {best.number}, {metric} {best.value:.4f}{interval} ({params})")
+    from ..workers._plan import plan_lines  # budget, stages and the backbone ranking, when there are any
+
+    lines += plan_lines(study)
     return "\n".join(lines)

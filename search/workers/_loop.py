@@ -31,6 +31,10 @@ _logger = logging.getLogger("medsweep.worker")
 # (another worker then retries it after the heartbeat grace period): inside the 10 s a
 # container runtime or a person waits.
 HARD_STOP_SECONDS = 8.5
+# How long past the study's deadline a trial may go on before its worker records it pruned and
+# leaves: the deadline callback stops training at a batch end, but building a model, tracing its
+# first step or a long C call may not reach one in time on a loaded machine.
+DEADLINE_GRACE_SECONDS = 8.0
 WAIT_POLL_SECONDS = 2.0
 
 
@@ -287,7 +291,12 @@ def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: i
         frozen = study._storage.get_trial(trial._trial_id)
         retry_of = retried_from(frozen)
         progress.trial_started(trial.number, frozen.params, snapshot(), retry_of)
-        outcome = _run_one(study, storage, trial, objective, stop)
+        watchdog = _deadline_watchdog(study, trial, budget) if budget is not None else None
+        try:
+            outcome = _run_one(study, storage, trial, objective, stop)
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
         note = ""
         if outcome.state is None:  # taken over: another worker failed it as stale and retried it
             note = "taken over by another worker after a missed heartbeat"
@@ -338,6 +347,31 @@ def _record_stage(study: optuna.Study, trial: optuna.Trial, planned: str) -> Non
     fixed = frozen.system_attrs.get("fixed_params") or {}
     stage = stage_of_fraction(fixed.get("fine_tune_fraction")) or planned
     study._storage.set_trial_user_attr(trial._trial_id, STAGE, stage)
+
+
+def _deadline_watchdog(study: optuna.Study, trial: optuna.Trial, budget: Any) -> threading.Timer:
+    """A timer that, should the trial still run DEADLINE_GRACE_SECONDS past the study's deadline,
+    records it pruned (stopped by the budget) and ends this worker process, so the budget holds
+    even when no batch end comes."""
+
+    def expire() -> None:
+        try:
+            study._storage.set_trial_user_attr(trial._trial_id, STOPPED_BY,
+                                               "the study's wall budget was spent (stopped between batches)")
+            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.PRUNED)
+        except UpdateFinishedTrialError:
+            return  # it finished meanwhile; the loop will see the budget spent and stop
+        except Exception:  # the database is away: leave anyway, the heartbeat check fails the trial later
+            _logger.warning("could not record trial %s as stopped by the budget", trial.number, exc_info=True)
+        print(f"trial {trial.number} ran {DEADLINE_GRACE_SECONDS:g} s past the study's wall budget: recorded "
+              "pruned; this worker stops", flush=True)
+        os._exit(0)
+
+    delay = max(0.0, budget.deadline + DEADLINE_GRACE_SECONDS - time.time())
+    timer = threading.Timer(delay, expire)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def _retried(study: optuna.Study) -> set[int]:

@@ -103,11 +103,13 @@ class StagePlan:
                           for row in shortlist]
         self.shortlist = [row for row in self.shortlist if row]
 
-    def planned_stage(self, now: float) -> str:
-        """The stage the budget's spent share points at."""
+    def planned_stage(self, now: float, trials: Sequence[FrozenTrial] = ()) -> str:
+        """The stage the budget's spent share points at, but never beyond the first stage without
+        a completed trial: a stage must have a result before its successor has anything to promote."""
         share = self.budget.spent_share(now) if self.budget else 0.0
+        completed = {stage_of(t) for t in trials if t.state == TrialState.COMPLETE}
         for stage in self.stages:
-            if share < STAGE_ENDS[stage]:
+            if share < STAGE_ENDS[stage] or stage not in completed:
                 return stage
         return self.stages[-1]
 
@@ -138,7 +140,7 @@ class StagePlan:
             if expected is not None and expected > left:
                 return Decision(stop=f"{left:.0f} s of the budget left, under the {expected:.0f} s a trial takes")
             return Decision(expected_seconds=expected, fixed=self._candidate(trials, None))
-        planned = self.planned_stage(now)
+        planned = self.planned_stage(now, trials)
         # The planned stage if a trial of it fits in the time left, else the dearest cheaper one that does.
         for stage in reversed(self.stages[:self.stages.index(planned) + 1]):
             expected = self.expected_seconds(stage, trials)
@@ -220,10 +222,11 @@ def _plain(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
 
 
-def ranking_lines(ranking: dict[str, Any] | None) -> list[str]:
-    """The stored ranking as a fixed-width table for `medsweep status` (empty when none)."""
+def ranking_rows(ranking: dict[str, Any] | None) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """The stored ranking's header and rows as text (no rows when there is none)."""
+    headers = ("rank", "candidate", "LogME", "probe AUC", "feature RMS", "searched")
     if not ranking or not ranking.get("rows"):
-        return []
+        return headers, []
     listed = {(r.get("backbone"), r.get("weights"), r.get("image_size")) for r in ranking.get("shortlist", [])}
 
     def number(value: Any, spec: str) -> str:
@@ -234,11 +237,18 @@ def ranking_lines(ranking: dict[str, Any] | None) -> list[str]:
              "yes" if any(r.get("backbone") == b and r.get("weights") == w and (s is None or r.get("image_size") == s)
                           for b, w, s in listed) else "no")
             for i, r in enumerate(ranking["rows"], 1)]
-    headers = ("rank", "candidate", "LogME", "probe AUC", "feature RMS", "searched")
+    return headers, rows
+
+
+def ranking_lines(ranking: dict[str, Any] | None) -> list[str]:
+    """The stored ranking as a fixed-width table for `medsweep status` (empty when none)."""
+    headers, rows = ranking_rows(ranking)
+    if not rows:
+        return []
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
     line = lambda cells: "  ".join(c.ljust(w) if i == 1 else c.rjust(w)  # noqa: E731
                                    for i, (c, w) in enumerate(zip(cells, widths)))
-    return [f"transferability ({ranking.get('by', 'logme')}, before training):", line(headers),
+    return [f"transferability ({ranking.get('by', 'logme')} on cached features, before training):", line(headers),
             *(line(row) for row in rows)]
 
 
@@ -270,3 +280,21 @@ def prepare_plan(storage: Any, study: Any, settings: Any, dataset: Any, budget_s
 def optuna_user_attrs(storage: Any, study_name: str) -> dict[str, Any]:
     """The study's user attributes as stored now (not as this process loaded them)."""
     return storage.get_study_user_attrs(storage.get_study_id_from_name(study_name))
+
+
+def plan_lines(study: Any) -> list[str]:
+    """`medsweep status` lines on the budget (time left) and trials per stage, then the ranking."""
+    from ._budget import read_wall_budget
+
+    lines = []
+    budget = read_wall_budget(study._storage, study.study_name)
+    trials = study.get_trials(deepcopy=False)
+    if budget is not None:
+        left = budget.left()
+        state = f"{left / 60:.1f} min left" if left > 0 else "spent"
+        lines.append(f"wall budget: {budget.seconds / 60:g} min, {state}")
+    stages = {s: sum(1 for t in trials if t.user_attrs.get(STAGE) == s) for s in STAGES}
+    if any(stages.values()):
+        lines.append("stages: " + ", ".join(f"{n} {s}" for s, n in stages.items())
+                     + f" ({promoted_count(trials)} promoted)")
+    return lines + ranking_lines(study.user_attrs.get(TRANSFERABILITY))

@@ -39,10 +39,19 @@ def plan(shortlist: tuple = ()) -> StagePlan:
 
 
 def test_the_budget_is_spent_frozen_then_partial_then_full() -> None:
-    assert [plan().decide([], now).stage for now in (0, 14, 16, 49, 51, 99)] == \
+    done = [trial(0, 0.8, 0.0), trial(1, 0.9, PARTIAL_FRACTION)]
+    assert [plan().decide(done, now).stage for now in (0, 14, 16, 49, 51, 90)] == \
         ["frozen", "frozen", "partial", "partial", "full", "full"]
-    assert plan().decide([], 10).fixed == {"fine_tune_fraction": 0.0}
-    assert plan().decide([], 60).fixed == {"fine_tune_fraction": 1.0}
+    assert plan().decide(done, 10).fixed == {"fine_tune_fraction": 0.0}
+    assert plan().decide(done, 60).fixed == {"fine_tune_fraction": 1.0}
+
+
+def test_no_stage_is_skipped_before_the_one_below_has_a_result() -> None:
+    # A slow start-up (or a tiny budget) must not jump past the cheap stage: nothing to promote.
+    assert plan().decide([], 60).stage == "frozen"
+    running = trial(0, None, 0.0, state=TrialState.RUNNING)
+    assert plan().decide([running], 60).stage == "frozen"
+    assert plan().decide([trial(0, 0.8, 0.0)], 60).stage == "partial"
 
 
 def test_entering_a_stage_promotes_the_best_third_once() -> None:
