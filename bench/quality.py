@@ -195,14 +195,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         weights_file = args.weights / MOBILENET_FILE
         template = TrialConfig(backbone="MobileNet", alpha=0.25, weights=str(args.weights), image_size=args.image_size,
                                epochs=args.baseline_epochs)
-        measured = cross_validate(template, dataset)
-        print(f"template recipe (medsweep, frozen): CV AUC {measured['mean']:.3f} {measured['ci95']} "
-              f"({measured['seconds']} s)")
-        figures["template"] = measured
+        runs = [("template", "template recipe (medsweep, frozen)", lambda: cross_validate(template, dataset))]
         if args.baselines == "all":
-            plain = plain_keras_finetune(dataset, weights_file, args.baseline_epochs, args.image_size)
-            print(f"plain Keras full fine-tune: CV AUC {plain['mean']:.3f} {plain['ci95']} ({plain['seconds']} s)")
-            figures["plain_keras_finetune"] = plain
+            runs.append(("plain_keras_finetune", "plain Keras full fine-tune",
+                         lambda: plain_keras_finetune(dataset, weights_file, args.baseline_epochs, args.image_size)))
+        for key, label, run in runs:
+            try:
+                measured = run()
+            except Exception as error:  # a broken baseline must not lose the search's figures
+                print(f"{label}: failed ({type(error).__name__}: {error})")
+                figures[key] = {"error": str(error)}
+                continue
+            print(f"{label}: CV AUC {measured['mean']:.3f} {[round(v, 3) for v in measured['ci95']]} "
+                  f"({measured['seconds']} s)")
+            figures[key] = measured
     print(json.dumps(figures, default=str))
     return figures
 

@@ -131,3 +131,9 @@ def test_parse_duration(text: str, seconds: float) -> None:
 def test_a_bad_duration_names_the_value(text: str) -> None:
     with pytest.raises(WorkerError, match="budget"):
         parse_duration(text)
+
+
+def test_the_cache_filling_first_trial_does_not_set_the_expected_cost() -> None:
+    frozen = [trial(0, 0.8, 0.0, seconds=60), trial(1, 0.7, 0.0, seconds=5), trial(2, 0.6, 0.0, seconds=7)]
+    assert plan().expected_seconds("frozen", frozen[:1]) == 60
+    assert plan().expected_seconds("frozen", frozen) == 6
