@@ -16,11 +16,15 @@ CV = "cv"  # {"mean", "std", "ci95": [low, high], "folds": [...]} when cross-val
 FAIL_REASON = "fail_reason"  # one line on a failed trial
 ROC_CURVE = "roc_curve"  # {"fpr": [...], "tpr": [...]} of a binary single-split trial
 BASELINE = "baseline"  # the survey baseline's label on a trial `medsweep paper` enqueued
+STAGE = "stage"  # a budgeted search's stage: frozen | partial | full
+PROMOTED_FROM = "promoted_from"  # the number of the trial whose config a promoted trial trains deeper
+STOPPED_BY = "stopped_by"  # why a pruned trial stopped when no pruner did it (the wall budget)
 
 # System attributes (not shown to users).
 WORKER = "medsweep:worker"  # which process ran (or runs) the trial
 RETRY_HISTORY = "retry_history"  # Optuna's: numbers of the trials this one retries
 FAILED_TRIAL = "failed_trial"  # Optuna's: the id of the trial this one retries
+FIXED_PARAMS = "fixed_params"  # Optuna's: the parameters an enqueued trial (or a retry) fixes
 
 HISTORY_KEYS = ("loss", "val_loss", "accuracy", "val_accuracy", "auc", "val_auc")
 

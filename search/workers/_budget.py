@@ -15,7 +15,7 @@ from typing import Any, Iterable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .._record import CONFIG, retry_history
+from .._record import CONFIG, STOPPED_BY, retry_history  # noqa: F401  (STOPPED_BY re-exported)
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -74,7 +74,7 @@ def make_retry_callback(max_retries: int) -> Any:
 
 BUDGET_SECONDS_ATTR = "medsweep:budget_seconds"  # study system attribute, set by create/worker --budget
 DEADLINE_ATTR = "medsweep:deadline"  # study system attribute: unix time the budget ends
-STOPPED_BY = "stopped_by"  # trial user attribute: why a pruned trial stopped when no pruner did it
+BUDGET_STOP_REASON = "the study's wall budget was spent"
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 

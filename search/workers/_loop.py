@@ -20,9 +20,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from storage import StorageError, storage_lock
 
-from ._budget import STOPPED_BY, BudgetSpent, RetryTrial, counts_towards_budget, retried_numbers
+from ._budget import BUDGET_STOP_REASON, STOPPED_BY, BudgetSpent, RetryTrial, counts_towards_budget, retried_numbers
 from .._errors import WorkerError
-from .._record import FAIL_REASON, WORKER, fail_reason_of, retried_from, worker_of
+from .._record import FAIL_REASON, FIXED_PARAMS, WORKER, fail_reason_of, retried_from, worker_of
 from ._progress import Progress, StudyProgress, study_progress
 
 _logger = logging.getLogger("medsweep.worker")
@@ -344,7 +344,7 @@ def _record_stage(study: optuna.Study, trial: optuna.Trial, planned: str) -> Non
     frozen = study._storage.get_trial(trial._trial_id)
     if STAGE in frozen.user_attrs:
         return
-    fixed = frozen.system_attrs.get("fixed_params") or {}
+    fixed = frozen.system_attrs.get(FIXED_PARAMS) or {}
     stage = stage_of_fraction(fixed.get("fine_tune_fraction")) or planned
     study._storage.set_trial_user_attr(trial._trial_id, STAGE, stage)
 
@@ -392,7 +392,7 @@ def _run_one(study: optuna.Study, storage: Any, trial: optuna.Trial, objective: 
         try:
             return _Outcome(TrialState.COMPLETE, float(objective(trial)))
         except BudgetSpent:
-            trial.set_user_attr(STOPPED_BY, "the study's wall budget was spent")
+            trial.set_user_attr(STOPPED_BY, BUDGET_STOP_REASON)
             return _Outcome(TrialState.PRUNED)
         except optuna.TrialPruned:
             return _Outcome(TrialState.PRUNED)

@@ -32,9 +32,8 @@ STAGE_FRACTION = {"frozen": 0.0, "partial": PARTIAL_FRACTION, "full": 1.0}
 KEEP_SHARE = 1 / 3  # successive halving: the best third of a stage earns the next one
 MAX_PROMOTED = {"partial": 6, "full": 3}  # bounds the queue when the cheap stage ran many trials
 
-# Trial user attributes the plan writes (shown by status and the dashboard).
-STAGE = "stage"
-PROMOTED_FROM = "promoted_from"
+from .._record import PROMOTED_FROM, STAGE, config_of  # noqa: E402  (trial user attributes the plan writes)
+
 # Study user attribute holding the transferability ranking of the candidate backbones.
 TRANSFERABILITY = "transferability"
 RANKED_KEYS = ("backbone", "weights", "image_size")
@@ -55,7 +54,7 @@ def stage_of(trial: FrozenTrial) -> str | None:
     stage = trial.user_attrs.get(STAGE)
     if stage in STAGES:
         return stage
-    fraction = trial.params.get("fine_tune_fraction", (trial.user_attrs.get("config") or {}).get("fine_tune_fraction"))
+    fraction = trial.params.get("fine_tune_fraction", config_of(trial).get("fine_tune_fraction"))
     return stage_of_fraction(fraction)
 
 
