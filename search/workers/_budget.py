@@ -122,11 +122,11 @@ def store_budget_seconds(storage: Any, study_name: str, seconds: float) -> None:
 
 
 def wall_budget(storage: Any, study: optuna.Study, seconds: float | None, lock: Any) -> WallBudget | None:
-    """The study's wall budget, starting it now if this is the first worker: under `lock`, the
+    """The study's wall budget, starting it now if this is the first worker: under `lock()`, the
     first worker records the deadline (now + budget); later and restarted workers read it, so
     every worker on every machine stops at the same time. None when no budget was ever given."""
     study_id = storage.get_study_id_from_name(study.study_name)
-    with lock:
+    with lock():
         attrs = storage.get_study_system_attrs(study_id)
         if attrs.get(DEADLINE_ATTR) is not None:
             budget = float(attrs.get(BUDGET_SECONDS_ATTR) or 0.0)

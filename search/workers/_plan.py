@@ -261,7 +261,8 @@ def promoted_count(trials: Iterable[FrozenTrial]) -> int:
 def prepare_plan(storage: Any, study: Any, settings: Any, dataset: Any, budget_seconds: float | None,
                  lock: Any) -> tuple[WallBudget | None, StagePlan]:
     """Start (or read) the study's wall budget and, for a staged search, rank the candidate
-    backbones once for the whole study (under `lock`, so other workers wait for it and reuse it)."""
+    backbones once for the whole study (under `lock()`, a fresh hold of the study's budget lock, so
+    other workers wait for it and reuse it)."""
     from ._budget import wall_budget
 
     budget = wall_budget(storage, study, budget_seconds, lock)
@@ -269,7 +270,7 @@ def prepare_plan(storage: Any, study: Any, settings: Any, dataset: Any, budget_s
     plan = StagePlan(space, settings.direction, budget)
     ranking = study.user_attrs.get(TRANSFERABILITY)
     if plan.staged and ranking is None and ranking_candidates(space):
-        with lock:
+        with lock():
             ranking = optuna_user_attrs(storage, study.study_name).get(TRANSFERABILITY)
             if ranking is None:
                 ranking = rank_study_candidates(space, dataset) or {}

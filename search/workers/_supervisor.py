@@ -170,7 +170,7 @@ def run_in_process(storage_url: str, study: str, options: WorkerOptions, label: 
         loaded, settings = load_study(storage, study)
         dataset = open_dataset(settings, options.data_dir, stored_files=stored_file_hashes(storage, study))
         budget, plan = prepare_plan(storage, loaded, settings, dataset, options.budget,
-                                    _lock(storage, f"budget:{study}"))
+                                    lambda: _lock(storage, f"budget:{study}"))
         callbacks = [worker_keras_callback(stop, progress)]
         if budget is not None:
             callbacks.append(deadline_keras_callback(budget))

@@ -86,7 +86,7 @@ def run_worker(storage: Any, study_name: str, *, n_trials: int | None = None, ti
     from ._loop import _lock
     from ._plan import prepare_plan
 
-    wall, plan = prepare_plan(storage, study, settings, dataset, budget, _lock(storage, f"budget:{study_name}"))
+    wall, plan = prepare_plan(storage, study, settings, dataset, budget, lambda: _lock(storage, f"budget:{study_name}"))
     objective = TrialObjective(settings, dataset, callbacks=[deadline_keras_callback(wall)] if wall else [])
     loop = run_trials(storage, study, objective, n_trials=n_trials, timeout=timeout,
                       max_consecutive_failures=max_consecutive_failures, max_retries=max_retries,

@@ -47,7 +47,7 @@ def main() -> int:
                                       WorkerOptions(heartbeat_interval=1, grace_period=10, db_down_limit=60))
         study = optuna.load_study(study_name=study_name, storage=storage, sampler=make_sampler())
         if budget_seconds is not None:
-            budget = wall_budget(storage, study, budget_seconds, _lock(storage, f"budget:{study_name}"))
+            budget = wall_budget(storage, study, budget_seconds, lambda: _lock(storage, f"budget:{study_name}"))
         summary = run_trials(storage, study, objective, n_trials=n_trials or None, budget=budget)
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)

@@ -119,3 +119,29 @@ def test_two_training_workers_keep_a_40_second_budget(storage_url: str, image_fo
     assert stages[0] == "frozen" and set(stages) <= {"frozen", "partial", "full"}, stages
     assert all(t.state == TrialState.PRUNED for t in final if t.user_attrs.get(STOPPED_BY)), log
     assert "budget" in log
+
+
+def test_a_budgeted_study_ranks_its_candidates_once(image_folder: Path, tmp_path: Path) -> None:
+    """The first worker ranks every (backbone, weights, size) candidate on cached features and
+    stores the table; a second worker reuses it; `status` shows it."""
+    from objectives import ImageDataset
+    from search import SearchSpace, create_study as create, load_study
+    from search.study._data import make_data_spec
+    from search.workers._loop import _lock
+    from search.workers._plan import TRANSFERABILITY, prepare_plan
+    from storage import open_storage
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'rank.db'}")
+    dataset = ImageDataset.open(make_data_spec(str(image_folder)))
+    space = SearchSpace.default({"backbone": ["MobileNet", "MobileNetV2"], "alpha": 0.35, "image_size": 32,
+                                 "weights": "none"})
+    create(storage, "rank", dataset, space)
+    study, settings = load_study(storage, "rank")
+    lock = lambda: _lock(storage, "budget:rank")  # noqa: E731
+    budget, plan = prepare_plan(storage, study, settings, dataset, 600, lock)
+    ranking = load_study(storage, "rank")[0].user_attrs[TRANSFERABILITY]
+    assert budget is not None and plan.staged
+    assert sorted(row["backbone"] for row in ranking["rows"]) == ["MobileNet", "MobileNetV2"]
+    again = load_study(storage, "rank")
+    assert prepare_plan(storage, again[0], again[1], dataset, None, lock)[0] == budget  # read, not restarted
+    assert "transferability" in medsweep("status", "rank", storage=storage.url).stdout
