@@ -239,7 +239,7 @@ def worker(study: str, n_trials: int | None, timeout: float | None, budget: str 
            gpus: str | None, workers: int | None, max_retries: int, heartbeat_interval: int, grace_period: int,
            db_down_limit: float, quiet: bool, in_process: bool, storage: str) -> None:
     """Run trials of a study: one process per GPU (or --workers N on CPU), all sharing the
-    study's --n-trials budget; start more on other machines against the same database."""
+    study's --n-trials and --budget; start more on other machines against the same database."""
     from .workers._budget import parse_duration
     from .workers._supervisor import WorkerOptions, worker_command
 
