@@ -212,11 +212,13 @@ def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: i
                timeout: float | None = None, max_consecutive_failures: int = 3, max_retries: int = 2,
                stop: StopRequest | None = None, progress: Progress | None = None,
                on_trial: Callable[[FrozenTrial], None] | None = None, budget: Any = None,
-               plan: Any = None) -> LoopSummary:
+               plan: Any = None, leave_at_deadline: bool = True) -> LoopSummary:
     """Run trials of `study` until it has `n_trials` finished ones (all workers together, none
     left running or queued), `timeout` passes, the study's wall `budget` (a WallBudget) is
     spent or too short for another trial, or `stop` is requested. `plan` (a StagePlan) picks
     each new trial's stage and queues promotions; with a budget and no plan, an unstaged one.
+    `leave_at_deadline`: end this process when a trial overruns the deadline by
+    DEADLINE_GRACE_SECONDS without reaching a batch end (worker processes; not library callers).
 
     `storage` is the RDBStorage the study was loaded from (the lock and heartbeats use it)."""
     stop = stop or StopRequest()
@@ -291,7 +293,7 @@ def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: i
         frozen = study._storage.get_trial(trial._trial_id)
         retry_of = retried_from(frozen)
         progress.trial_started(trial.number, frozen.params, snapshot(), retry_of)
-        watchdog = _deadline_watchdog(study, trial, budget) if budget is not None else None
+        watchdog = _deadline_watchdog(study, trial, budget) if budget is not None and leave_at_deadline else None
         try:
             outcome = _run_one(study, storage, trial, objective, stop)
         finally:

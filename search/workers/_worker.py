@@ -90,5 +90,6 @@ def run_worker(storage: Any, study_name: str, *, n_trials: int | None = None, ti
     objective = TrialObjective(settings, dataset, callbacks=[deadline_keras_callback(wall)] if wall else [])
     loop = run_trials(storage, study, objective, n_trials=n_trials, timeout=timeout,
                       max_consecutive_failures=max_consecutive_failures, max_retries=max_retries,
-                      progress=progress, on_trial=on_trial, budget=wall, plan=plan)
+                      progress=progress, on_trial=on_trial, budget=wall, plan=plan,
+                      leave_at_deadline=False)  # never end the caller's process; the callback stops fits
     return WorkerSummary(loop.trials, loop.stop_reason)
