@@ -22,6 +22,7 @@ learning_rate: {low: 0.001, high: 0.03, log: true}
 epochs: {low: 5, high: 30}
 batch_size: [8, 16]
 dropout: {low: 0.2, high: 0.6}
+fine_tune_fraction: 0.0  # heads only: keeps the demo under a minute on a CPU
 """
 
 

@@ -22,11 +22,16 @@ RELIABILITY = "reliability"
 # Keys inside the `cv` attribute beyond cv_summary's: the validation share of one fold, which the
 # corrected resampled t-test of the ties needs (n_validation / n_total).
 CV_VALIDATION_SHARE = "validation_share"
+WARNING = "warning"  # one line when a trial's score measures nothing (e.g. constant outputs)
+STAGE = "stage"  # a budgeted search's stage: frozen | partial | full
+PROMOTED_FROM = "promoted_from"  # the number of the trial whose config a promoted trial trains deeper
+STOPPED_BY = "stopped_by"  # why a pruned trial stopped when no pruner did it (the wall budget)
 
 # System attributes (not shown to users).
 WORKER = "medsweep:worker"  # which process ran (or runs) the trial
 RETRY_HISTORY = "retry_history"  # Optuna's: numbers of the trials this one retries
 FAILED_TRIAL = "failed_trial"  # Optuna's: the id of the trial this one retries
+FIXED_PARAMS = "fixed_params"  # Optuna's: the parameters an enqueued trial (or a retry) fixes
 
 HISTORY_KEYS = ("loss", "val_loss", "accuracy", "val_accuracy", "auc", "val_auc")
 
@@ -92,6 +97,12 @@ def reliability_of(trial: FrozenTrial) -> dict[str, Any] | None:
     """The reliability-diagram data of the trial's validation outputs, if recorded."""
     diagram = trial.user_attrs.get(RELIABILITY)
     return diagram if isinstance(diagram, dict) and diagram.get("predicted") is not None else None
+
+
+def warning_of(trial: FrozenTrial) -> str | None:
+    """The trial's warning (constant outputs: the network does not see the images), if any."""
+    text = trial.user_attrs.get(WARNING)
+    return text if isinstance(text, str) else None
 
 
 def fail_reason_of(trial: FrozenTrial) -> str:
@@ -183,6 +194,9 @@ class TrialRecord:
 
     def reliability(self, diagram: Mapping[str, Any]) -> None:
         self.trial.set_user_attr(RELIABILITY, {key: _finite(value) for key, value in diagram.items()})
+
+    def warning(self, text: str) -> None:
+        self.trial.set_user_attr(WARNING, text)
 
     def fail_reason(self, reason: str) -> None:
         self.trial.set_user_attr(FAIL_REASON, reason[:500])

@@ -183,9 +183,10 @@ def main(verbose: bool) -> None:
 @click.option("--pruner", type=click.Choice(_PRUNERS), default="median", show_default=True)
 @intensity_option
 @click.option("--resume", is_flag=True, help="Reuse the study if it exists instead of failing.")
+@click.option("--budget", help="The study's wall budget (30m, 2h, 1800s): the first worker starts it, every worker keeps it.")
 @storage_option
 def create(study: str, data: Any, space_file: str | None, metric: str, pruner: str, intensity: str | None,
-           resume: bool, storage: str) -> None:
+           resume: bool, budget: str | None, storage: str) -> None:
     """Create a study on a data folder or manifest (checks every image, reports duplicates and groups)."""
     from objectives import ImageDataset
 
@@ -194,14 +195,20 @@ def create(study: str, data: Any, space_file: str | None, metric: str, pruner: s
     from .study._intensity import apply_intensity
     from .study._study import SETTINGS_KEY, check_study_name, create_study
 
+    from .workers._budget import parse_duration, store_budget_seconds
+
     check_study_name(study)
+    budget_seconds = parse_duration(budget) if budget is not None else None
     space = SearchSpace.from_yaml(space_file) if space_file else SearchSpace.default()
     spec = data or make_data_spec(None)  # no data option at all: the one-line "pass --data" error
     dataset = ImageDataset.open(spec)
     space, intensity_note = apply_intensity(dataset.check_decodable(), space, intensity)
     if intensity_note:
         click.echo(intensity_note, err=True)
-    created = create_study(_open(storage), study, dataset, space, metric=metric, pruner=pruner, resume=resume)
+    opened = _open(storage)
+    created = create_study(opened, study, dataset, space, metric=metric, pruner=pruner, resume=resume)
+    if budget_seconds is not None:
+        store_budget_seconds(opened, created.study_name, budget_seconds)
     settings_metric = created.user_attrs.get(SETTINGS_KEY, {}).get("metric", metric)
     click.echo(f"study {created.study_name}: {describe_dataset(dataset)}; objective {settings_metric}, pruner {pruner}")
 
@@ -210,6 +217,7 @@ def create(study: str, data: Any, space_file: str | None, metric: str, pruner: s
 @click.argument("study")
 @click.option("--n-trials", type=click.IntRange(min=1), help="Total trials for the study, across all workers and machines.")
 @click.option("--timeout", type=click.FloatRange(min=0), help="Stop starting trials after this many seconds.")
+@click.option("--budget", help="The whole study's wall budget across workers and machines (30m, 2h, 1800s); spent cheap trials first, then fine-tuning.")
 @click.option("--max-failures", default=3, show_default=True, help="Stop after this many failed trials in a row.")
 @click.option("--data", "data_dir", type=click.Path(), help="The study's data (its folder, or for a manifest study the CSV or its folder) under another path on this machine.")
 @training_options
@@ -226,15 +234,18 @@ def create(study: str, data: Any, space_file: str | None, metric: str, pruner: s
 @click.option("--quiet", is_flag=True, help="No progress display, only warnings and the final line.")
 @click.option("--in-process", is_flag=True, hidden=True, help="Run one worker in this process (used by the supervisor).")
 @storage_option
-def worker(study: str, n_trials: int | None, timeout: float | None, max_failures: int, data_dir: str | None,
+def worker(study: str, n_trials: int | None, timeout: float | None, budget: str | None, max_failures: int,
+           data_dir: str | None,
            gpus: str | None, workers: int | None, max_retries: int, heartbeat_interval: int, grace_period: int,
            db_down_limit: float, quiet: bool, in_process: bool, storage: str) -> None:
     """Run trials of a study: one process per GPU (or --workers N on CPU), all sharing the
-    study's --n-trials budget; start more on other machines against the same database."""
+    study's --n-trials and --budget; start more on other machines against the same database."""
+    from .workers._budget import parse_duration
     from .workers._supervisor import WorkerOptions, worker_command
 
     options = WorkerOptions(n_trials, timeout, max_failures, data_dir, max_retries, heartbeat_interval,
-                            grace_period, db_down_limit, quiet)
+                            grace_period, db_down_limit, quiet,
+                            budget=parse_duration(budget) if budget is not None else None)
     code = worker_command(storage, study, options, gpus=gpus, workers=workers, in_process=in_process,
                           echo=click.echo)
     sys.exit(code)
@@ -248,8 +259,9 @@ def status(study: str, storage: str) -> None:
     from .results._status import status_report
     from .study._study import load_study
 
-    loaded, settings = load_study(_open(storage), study)
-    click.echo(status_report(loaded, settings.metric))
+    opened = _open(storage)
+    loaded, settings = load_study(opened, study)
+    click.echo(status_report(loaded, settings.metric, opened))
 
 
 @main.command()

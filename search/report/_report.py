@@ -132,6 +132,17 @@ def summary_html(study_name: str, trials: list[FrozenTrial], settings: StudySett
     return _table(["", ""], rows, "summary")
 
 
+def _ranking_html(study: optuna.Study) -> str:
+    """The backbone ranking a budgeted search computed before training (empty when none)."""
+    from ..workers._plan import TRANSFERABILITY, ranking_rows
+
+    headers, rows = ranking_rows(study.user_attrs.get(TRANSFERABILITY))
+    if not rows:
+        return ""
+    note = "<p class=\"note\">Candidates ranked by LogME on cached pooled features before any trial trained.</p>"
+    return note + _table(list(headers), [list(row) for row in rows])
+
+
 def baselines_html(trials: list[FrozenTrial], settings: StudySettings) -> str:
     """Each survey baseline against the best searched (non-baseline) trial, with its compute."""
     baselines = [t for t in trials if baseline_of(t)]
@@ -513,7 +524,7 @@ def build_report(study: optuna.Study, settings: StudySettings) -> Report:
     add("roc", f"Best trial's ROC curve{best_title}", timed("best", lambda: _figure_roc(best)))
     add("reliability", f"Best trial's reliability diagram, validation images{best_title}",
         timed("best", lambda: _figure_reliability(best)))
-    summary = timed("tables", lambda: summary_html(study.study_name, trials, settings))
+    summary = timed("tables", lambda: summary_html(study.study_name, trials, settings) + _ranking_html(study))
     baselines = timed("tables", lambda: baselines_html(trials, settings))
     return Report(study.study_name, summary, baselines, figures, timings)
 

@@ -66,8 +66,9 @@ def format_table(rows: list[dict[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def status_report(study: optuna.Study, metric: str) -> str:
-    """The trial table, counts by state and the best trial so far."""
+def status_report(study: optuna.Study, metric: str, storage: Any = None) -> str:
+    """The trial table, counts by state and the best trial so far (and, given the `storage` the
+    study was loaded from, the wall budget left)."""
     # One read of the trials for the table, the marks and the best line: workers may be writing.
     trials = study.get_trials(deepcopy=False)
     ties = find_ties(trials, study.direction.name.lower())
@@ -85,4 +86,7 @@ def status_report(study: optuna.Study, metric: str) -> str:
         lines.append(f"best: trial {best.number}, {metric} {best.value:.4f}{interval} ({params})")
         if not ties.reason:
             lines.append(ties.describe())
+    from ..workers._plan import plan_lines  # budget, stages and the backbone ranking, when there are any
+
+    lines += plan_lines(study, storage)
     return "\n".join(lines)

@@ -16,14 +16,15 @@ from .._errors import SpaceError, StudyError
 from .._record import BASELINE, baseline_of
 from ._data import describe_dataset
 from ._intensity import apply_intensity
-from ._space import SURVEY_BACKBONES, Categorical, Fixed, Range, SearchSpace
+from ._space import DEFAULT_SPACE, SURVEY_BACKBONES, Categorical, Fixed, Range, SearchSpace
 from ._study import create_study, load_study, study_exists
 
 BASELINE_ATTR = BASELINE  # kept for importers of the old name
 SURVEY_SETTINGS = ((1e-4, 20), (1e-5, 40))  # (learning rate, epochs): the template and the "improved" run
 SURVEY_BATCH_SIZE = 5
 # The template's head and augmentation: a searched parameter among these is pinned to the template value.
-TEMPLATE_FIELDS = ("dense_units", "dropout", "augmentation", "fine_tune_fraction")
+TEMPLATE_FIELDS = ("dense_units", "dropout", "augmentation", "fine_tune_fraction", "frozen_warmup_epochs",
+                   "augmented_views")
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,12 @@ def admit_baselines(space: SearchSpace) -> SearchSpace:
         if parameter is None:
             if any(value != getattr(DEFAULT_CONFIG, name) for value in values):
                 spec[name] = list(values)
+            continue
+        if isinstance(parameter, Fixed) and space.spec.get(name) == DEFAULT_SPACE.get(name, object()):
+            # The default space's own fixed value (augmented_views), not the user's: the template
+            # augments on the fly, so the baselines need the other value beside it.
+            if any(value != parameter.value for value in values):
+                spec[name] = sorted({parameter.value, *values})
             continue
         if isinstance(parameter, Fixed):
             if any(value != parameter.value for value in values):

@@ -20,6 +20,15 @@ DEFAULT_SPACE: dict[str, Any] = {
     "learning_rate": {"low": 1e-6, "high": 1e-2, "log": True},
     "epochs": {"low": 5, "high": 60},
     "batch_size": [4, 8, 16, 32],
+    # How much of the backbone trains, from the top: none (a head on cached features), the top
+    # 30%, or all of it. A budgeted search (`worker --budget`) tries them in that order.
+    "fine_tune_fraction": [0.0, 0.3, 1.0],
+    # Epochs of a frozen head before any backbone layer trains, so a random head's gradients
+    # do not wreck the pretrained features; served by the feature cache.
+    "frozen_warmup_epochs": {"low": 1, "high": 10},
+    # Augmentation from pre-computed views of each image, which the feature cache serves
+    # (0 would augment on the fly and switch the cache off for every frozen trial).
+    "augmented_views": 4,
 }
 
 _RANGE_KEYS = {"low", "high", "log", "step"}

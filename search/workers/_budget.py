@@ -7,13 +7,15 @@ its retry does. Workers count and create trials under one storage lock, so the c
 from __future__ import annotations
 
 import copy
+import time
 import warnings
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .._record import CONFIG, retry_history
+from .._record import CONFIG, STOPPED_BY, retry_history  # noqa: F401  (STOPPED_BY re-exported)
 
 # System attribute set on a trial before it is failed for a retry (handed back, or its worker
 # died): a failed trial that carries it but whose retry was never queued gets one from the
@@ -75,3 +77,107 @@ class RetryTrial:
 
 def make_retry_callback(max_retries: int) -> Any:
     return RetryTrial(max_retries)
+
+
+# ---------------------------------------------------------------------------------------------
+# The study's wall budget (`--budget 30m`): one deadline for every worker on every machine.
+
+BUDGET_SECONDS_ATTR = "medsweep:budget_seconds"  # study system attribute, set by create/worker --budget
+DEADLINE_ATTR = "medsweep:deadline"  # study system attribute: unix time the budget ends
+BUDGET_STOP_REASON = "the study's wall budget was spent"
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds in '30m', '2h', '1800s', '1h30m' or a plain number of seconds."""
+    import re
+
+    from .._errors import WorkerError
+
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        raw = str(text).strip().lower()
+        parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smhd]?)", raw)
+        if not raw or "".join(n + u for n, u in parts) != raw.replace(" ", ""):
+            raise WorkerError(f"budget {text!r} is not a duration; write it like 30m, 2h, 1h30m or 1800s")
+        seconds = sum(float(number) * _UNITS[unit or "s"] for number, unit in parts)
+    if seconds <= 0:
+        raise WorkerError(f"budget {text!r} is not positive; give a duration such as 30m")
+    return seconds
+
+
+@dataclass(frozen=True)
+class WallBudget:
+    """The study's wall budget: when it started and when it ends (unix seconds)."""
+
+    start: float
+    deadline: float
+
+    @property
+    def seconds(self) -> float:
+        return self.deadline - self.start
+
+    def left(self, now: float | None = None) -> float:
+        return self.deadline - (time.time() if now is None else now)
+
+    def spent_share(self, now: float | None = None) -> float:
+        """Share of the budget already spent, 0 to 1."""
+        return min(1.0, max(0.0, 1.0 - self.left(now) / self.seconds))
+
+
+def store_budget_seconds(storage: Any, study_name: str, seconds: float) -> None:
+    """Record a budget on the study (create --budget); the first worker to start turns it into a deadline."""
+    storage.set_study_system_attr(storage.get_study_id_from_name(study_name), BUDGET_SECONDS_ATTR, float(seconds))
+
+
+def wall_budget(storage: Any, study: optuna.Study, seconds: float | None, lock: Any) -> WallBudget | None:
+    """The study's wall budget, starting it now if this is the first worker: under `lock()`, the
+    first worker records the deadline (now + budget); later and restarted workers read it, so
+    every worker on every machine stops at the same time. None when no budget was ever given."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    with lock():
+        attrs = storage.get_study_system_attrs(study_id)
+        if attrs.get(DEADLINE_ATTR) is not None:
+            budget = float(attrs.get(BUDGET_SECONDS_ATTR) or 0.0)
+            deadline = float(attrs[DEADLINE_ATTR])
+            return WallBudget(deadline - budget, deadline)
+        seconds = seconds if seconds is not None else attrs.get(BUDGET_SECONDS_ATTR)
+        if seconds is None:
+            return None
+        now = time.time()
+        storage.set_study_system_attr(study_id, BUDGET_SECONDS_ATTR, float(seconds))
+        storage.set_study_system_attr(study_id, DEADLINE_ATTR, now + float(seconds))
+        return WallBudget(now, now + float(seconds))
+
+
+def read_wall_budget(storage: Any, study_name: str) -> WallBudget | None:
+    """The deadline recorded on the study, if a worker started its budget (for status)."""
+    attrs = storage.get_study_system_attrs(storage.get_study_id_from_name(study_name))
+    if attrs.get(DEADLINE_ATTR) is None:
+        return None
+    deadline = float(attrs[DEADLINE_ATTR])
+    return WallBudget(deadline - float(attrs.get(BUDGET_SECONDS_ATTR) or 0.0), deadline)
+
+
+class BudgetSpent(optuna.TrialPruned):
+    """Raised at a batch end once the study's wall budget is spent: the trial is recorded pruned."""
+
+
+def deadline_keras_callback(budget: WallBudget) -> Any:
+    """A Keras callback that stops training at the first batch end past the deadline and ends the
+    trial as pruned (its partial score never counts as a complete one)."""
+    from objectives._keras import import_keras
+
+    keras = import_keras()
+
+    class DeadlineCallback(keras.callbacks.Callback):
+        def _check(self, *_: Any, **__: Any) -> None:
+            if time.time() >= budget.deadline:
+                if self.model is not None:
+                    self.model.stop_training = True
+                raise BudgetSpent("the study's wall budget is spent")
+
+        on_train_batch_end = on_test_batch_end = on_predict_batch_end = on_epoch_begin = _check
+
+    return DeadlineCallback()

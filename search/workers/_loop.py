@@ -23,9 +23,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from storage import StorageError, heartbeat, heartbeat_grace, heartbeat_interval, stale_trial_ids, storage_lock
 
-from ._budget import RETRY_ATTR, RetryTrial, counts_towards_budget, retried_numbers
+from ._budget import (BUDGET_STOP_REASON, RETRY_ATTR, STOPPED_BY, BudgetSpent, RetryTrial, counts_towards_budget,
+                      retried_numbers)
 from .._errors import WorkerError
-from .._record import FAIL_REASON, WORKER, describe_exception, fail_reason_of, retried_from, worker_of
+from .._record import FAIL_REASON, FIXED_PARAMS, WORKER, describe_exception, fail_reason_of, retried_from, worker_of
 from ._progress import Progress, StudyProgress, study_progress
 
 _logger = logging.getLogger("medsweep.worker")
@@ -34,6 +35,10 @@ _logger = logging.getLogger("medsweep.worker")
 # (another worker then retries it after the heartbeat grace period): inside the 10 s a
 # container runtime or a person waits.
 HARD_STOP_SECONDS = 8.5
+# How long past the study's deadline a trial may go on before its worker records it pruned and
+# leaves: the deadline callback stops training at a batch end, but building a model, tracing its
+# first step or a long C call may not reach one in time on a loaded machine.
+DEADLINE_GRACE_SECONDS = 8.0
 WAIT_POLL_SECONDS = 2.0
 
 
@@ -225,9 +230,14 @@ def _queue_missing_retries(study: optuna.Study, trials: list[FrozenTrial], retry
 def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: int | None = None,
                timeout: float | None = None, max_consecutive_failures: int = 3, max_retries: int = 2,
                stop: StopRequest | None = None, progress: Progress | None = None,
-               on_trial: Callable[[FrozenTrial], None] | None = None) -> LoopSummary:
+               on_trial: Callable[[FrozenTrial], None] | None = None, budget: Any = None,
+               plan: Any = None, leave_at_deadline: bool = True) -> LoopSummary:
     """Run trials of `study` until it has `n_trials` finished ones (all workers together, none
-    left running or queued), `timeout` passes, or `stop` is requested.
+    left running or queued), `timeout` passes, the study's wall `budget` (a WallBudget) is
+    spent or too short for another trial, or `stop` is requested. `plan` (a StagePlan) picks
+    each new trial's stage and queues promotions; with a budget and no plan, an unstaged one.
+    `leave_at_deadline`: end this process when a trial overruns the deadline by
+    DEADLINE_GRACE_SECONDS without reaching a batch end (worker processes; not library callers).
 
     `storage` is the RDBStorage the study was loaded from (the lock and heartbeats use it). An
     error marked `fatal` (every trial would hit it) fails its trial and is raised at once."""
@@ -241,6 +251,11 @@ def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: i
     beating = heartbeat_interval(storage) is not None
     consecutive_failures = 0
     waiting_for = -1
+    if plan is None and budget is not None:
+        from ._plan import StagePlan
+
+        plan = StagePlan(None, study.direction.name.lower(), budget)
+    base_sampler = study.sampler
 
     def snapshot() -> StudyProgress:
         if progress.mode == "quiet":  # spare the database the reads nobody sees
@@ -265,7 +280,14 @@ def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: i
             running = sum(t.state == TrialState.RUNNING for t in trials)
             retried = retried_numbers(trials)
             used = sum(counts_towards_budget(t, retried) for t in trials)
-            if not stop() and (queued or n_trials is None or used < n_trials):
+            decision = plan.decide(trials) if plan is not None and not stop() else None
+            if decision is not None and decision.stop:
+                summary.stop_reason = decision.stop
+            elif not stop() and (queued or n_trials is None or used < n_trials):
+                if decision is not None:
+                    for params, attrs in decision.promotions:
+                        study.enqueue_trial(params, user_attrs=attrs)
+                    study.sampler = _fixing(base_sampler, decision.fixed)
                 with warnings.catch_warnings():
                     # Optuna warns that heartbeats are meant for Study.optimize; this loop
                     # beats for its trials itself, as Study.optimize does.
@@ -275,6 +297,10 @@ def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: i
                 if beating:
                     storage.record_heartbeat(trial_id)  # stale-able even if we die right now
                 storage.set_trial_system_attr(trial_id, WORKER_ATTR, worker_name())
+                if decision is not None and decision.stage:
+                    _record_stage(storage, trial_id, decision.stage)
+        if summary.stop_reason:
+            break
         if trial is None:
             if stop():
                 continue
@@ -294,7 +320,13 @@ def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: i
         frozen = storage.get_trial(trial_id)
         retry_of = retried_from(frozen)
         progress.trial_started(trial.number, frozen.params, snapshot(), retry_of)
-        outcome = _run_one(storage, trial_id, trial, objective, stop)
+        watchdog = (_deadline_watchdog(storage, trial_id, trial.number, budget)
+                    if budget is not None and leave_at_deadline else None)
+        try:
+            outcome = _run_one(storage, trial_id, trial, objective, stop)
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
         note = ""
         if outcome.state is None:  # taken over: another worker failed it as stale and retried it
             note = "taken over by another worker after a missed heartbeat"
@@ -328,6 +360,52 @@ def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: i
     return summary
 
 
+def _fixing(base: optuna.samplers.BaseSampler, fixed: dict[str, Any]) -> optuna.samplers.BaseSampler:
+    """The study's sampler with the stage's parameters fixed (TPE still samples the rest)."""
+    if not fixed:
+        return base
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.PartialFixedSampler(fixed, base)
+
+
+def _record_stage(storage: Any, trial_id: int, planned: str) -> None:
+    """Name the trial's stage: a promotion carries it, a retry's depth implies it, else the plan's."""
+    from ._plan import STAGE, stage_of_fraction
+
+    frozen = storage.get_trial(trial_id)
+    if STAGE in frozen.user_attrs:
+        return
+    fixed = frozen.system_attrs.get(FIXED_PARAMS) or {}
+    stage = stage_of_fraction(fixed.get("fine_tune_fraction")) or planned
+    storage.set_trial_user_attr(trial_id, STAGE, stage)
+
+
+def _deadline_watchdog(storage: Any, trial_id: int, number: int, budget: Any) -> threading.Timer:
+    """A timer that, should the trial still run DEADLINE_GRACE_SECONDS past the study's deadline,
+    records it pruned (stopped by the budget) and ends this worker process, so the budget holds
+    even when no batch end comes."""
+
+    def expire() -> None:
+        try:
+            storage.set_trial_user_attr(trial_id, STOPPED_BY,
+                                        "the study's wall budget was spent (stopped between batches)")
+            storage.set_trial_state_values(trial_id, state=TrialState.PRUNED)
+        except UpdateFinishedTrialError:
+            return  # it finished meanwhile; the loop will see the budget spent and stop
+        except Exception:  # the database is away: leave anyway, the heartbeat check fails the trial later
+            _logger.warning("could not record trial %s as stopped by the budget", number, exc_info=True)
+        print(f"trial {number} ran {DEADLINE_GRACE_SECONDS:g} s past the study's wall budget: recorded "
+              "pruned; this worker stops", flush=True)
+        os._exit(0)
+
+    delay = max(0.0, budget.deadline + DEADLINE_GRACE_SECONDS - time.time())
+    timer = threading.Timer(delay, expire)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
 def _retried(study: optuna.Study) -> set[int]:
     return retried_numbers(study.get_trials(deepcopy=False))
 
@@ -346,6 +424,9 @@ def _run_one(storage: Any, trial_id: int, trial: optuna.Trial, objective: Any, s
     with heartbeat(storage, trial_id):
         try:
             return _Outcome(TrialState.COMPLETE, float(objective(trial)))
+        except BudgetSpent:
+            trial.set_user_attr(STOPPED_BY, BUDGET_STOP_REASON)
+            return _Outcome(TrialState.PRUNED)
         except optuna.TrialPruned:
             return _Outcome(TrialState.PRUNED)
         except StorageError:

@@ -55,6 +55,8 @@ class TrialObjective:
             raise
         record.history(result.history)
         record.metrics(result.metrics)
+        if result.warning:  # constant outputs: the score ranks rounding noise, not images
+            record.warning(result.warning)
         roc = roc_curve_points(data.y_val, result.outputs)  # drawn by `medsweep report`
         if roc is not None:
             record.roc_curve(roc)
@@ -90,6 +92,8 @@ class TrialObjective:
             for step, data in enumerate(self.dataset.folds(config.resolved_image_size)):
                 recorder = EpochHistory()
                 result = train_trial(config, data, [recorder, *self.callbacks])
+                if result.warning:
+                    record.warning(f"fold {step + 1}: {result.warning}")
                 metrics = self._measure(result, data)
                 value = metrics.get(metric)
                 if value is None:

@@ -102,6 +102,7 @@ class WorkerOptions:
     grace_period: int = 40
     db_down_limit: float = 300.0
     quiet: bool = False
+    budget: float | None = None  # the study's wall budget in seconds (the first worker starts it)
 
     def child_arguments(self) -> list[str]:
         """The same options for a child `medsweep worker` process (never the storage URL:
@@ -113,6 +114,8 @@ class WorkerOptions:
             args += ["--n-trials", str(self.n_trials)]
         if self.timeout is not None:
             args += ["--timeout", f"{self.timeout:g}"]
+        if self.budget is not None:
+            args += ["--budget", f"{self.budget:g}s"]
         if self.data_dir:
             args += ["--data", self.data_dir]
         if self.quiet:
@@ -166,7 +169,7 @@ def run_in_process(storage_url: str, study: str, options: WorkerOptions, label: 
         storage = open_worker_storage(storage_url, options)
         summary = work_on_study(storage, study, n_trials=options.n_trials, timeout=options.timeout,
                                 max_consecutive_failures=options.max_failures, max_retries=options.max_retries,
-                                data_dir=options.data_dir, stop=stop, progress=progress)
+                                data_dir=options.data_dir, stop=stop, progress=progress, budget=options.budget)
     finally:
         progress.close()
         stop.restore()

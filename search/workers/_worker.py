@@ -13,6 +13,8 @@ from optuna.trial import FrozenTrial, TrialState
 from objectives import ImageDataset
 
 from ._budget import budget_used  # noqa: F401  (re-exported by search)
+from storage import storage_lock
+
 from .._errors import StudyError
 from ._objective import TrialObjective
 from ..study._study import load_study, stored_file_hashes
@@ -73,11 +75,15 @@ def describe_changes(before: dict[str, str], after: dict[str, str], count_now: i
 def work_on_study(storage: Any, study_name: str, *, n_trials: int | None = None, timeout: float | None = None,
                   max_consecutive_failures: int = 3, max_retries: int = 2, data_dir: str | None = None,
                   val_dir: str | None = None, stop: Any = None, progress: Any = None,
-                  on_trial: Callable[[FrozenTrial], None] | None = None) -> Any:
+                  on_trial: Callable[[FrozenTrial], None] | None = None, budget: float | None = None,
+                  leave_at_deadline: bool = True) -> Any:
     """The one worker pipeline behind `run_worker` and every `medsweep worker` process: load the
-    study, open and check its data, and run the trial loop (`_loop.run_trials`: budget lock,
-    heartbeats, retries, SIGTERM, fatal errors) with the worker's Keras callback."""
+    study, open and check its data, start or join its wall budget and stage plan, and run the
+    trial loop (`_loop.run_trials`: budget lock, heartbeats, retries, SIGTERM, fatal errors,
+    the deadline) with the worker's Keras callbacks."""
+    from ._budget import deadline_keras_callback
     from ._loop import StopRequest, run_trials, worker_keras_callback
+    from ._plan import prepare_plan
     from ._progress import Progress
 
     stop = stop or StopRequest()
@@ -86,19 +92,27 @@ def work_on_study(storage: Any, study_name: str, *, n_trials: int | None = None,
     dataset = open_dataset(settings, data_dir, val_dir, stored_file_hashes(storage, study_name))
     if settings.data.cv and dataset.plan is not None:
         progress.folds = len(dataset.plan.folds)
-    objective = TrialObjective(settings, dataset, callbacks=[worker_keras_callback(stop, progress)])
+    wall, plan = prepare_plan(storage, study, settings, dataset, budget,
+                              lambda: storage_lock(storage, f"budget:{study_name}"))
+    callbacks = [worker_keras_callback(stop, progress)]
+    if wall is not None:
+        callbacks.append(deadline_keras_callback(wall))
+    objective = TrialObjective(settings, dataset, callbacks=callbacks)
     return run_trials(storage, study, objective, n_trials=n_trials, timeout=timeout,
                       max_consecutive_failures=max_consecutive_failures, max_retries=max_retries,
-                      stop=stop, progress=progress, on_trial=on_trial)
+                      stop=stop, progress=progress, on_trial=on_trial, budget=wall, plan=plan,
+                      leave_at_deadline=leave_at_deadline)
 
 
 def run_worker(storage: Any, study_name: str, *, n_trials: int | None = None, timeout: float | None = None,
                max_consecutive_failures: int = 3, data_dir: str | None = None, val_dir: str | None = None,
                on_trial: Callable[[FrozenTrial], None] | None = None, max_retries: int = 2,
-               progress: Any = None) -> WorkerSummary:
-    """Run trials in this thread until the study has `n_trials` (all workers together) or
-    `timeout` passes (`work_on_study` without signal handling)."""
+               progress: Any = None, budget: float | None = None) -> WorkerSummary:
+    """Run trials in this thread until the study has `n_trials` (all workers together), `timeout`
+    passes or the study's wall budget is spent (`work_on_study` without signal handling, and
+    without ending the caller's process at the deadline)."""
     loop = work_on_study(storage, study_name, n_trials=n_trials, timeout=timeout,
                          max_consecutive_failures=max_consecutive_failures, max_retries=max_retries,
-                         data_dir=data_dir, val_dir=val_dir, progress=progress, on_trial=on_trial)
+                         data_dir=data_dir, val_dir=val_dir, progress=progress, on_trial=on_trial,
+                         budget=budget, leave_at_deadline=False)
     return WorkerSummary(loop.trials, loop.stop_reason)

@@ -108,8 +108,13 @@ def test_an_existing_study_without_batch_size_5_is_refused(tmp_path: Path, image
 
 
 def test_admit_baselines_leaves_an_admitting_space_alone() -> None:
-    space = SearchSpace.default({"batch_size": [5, 10], "epochs": {"low": 10, "high": 50}})
+    space = SearchSpace.default({"batch_size": [5, 10], "epochs": {"low": 10, "high": 50},
+                                 "frozen_warmup_epochs": {"low": 0, "high": 10}, "augmented_views": [0, 4]})
     assert admit_baselines(space).spec == space.spec
+    # The default space's cached views and warm-up gain the template's on-the-fly augmentation and none.
+    widened_default = admit_baselines(SearchSpace.default()).spec
+    assert widened_default["augmented_views"] == [0, 4]
+    assert widened_default["frozen_warmup_epochs"]["low"] == 0
     narrow = SearchSpace.default({"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}, "epochs": [20, 30]})
     widened = admit_baselines(narrow).spec
     assert widened["learning_rate"] == {"low": 1e-5, "high": 1e-2, "log": True}

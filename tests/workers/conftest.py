@@ -134,10 +134,12 @@ def start_worker(study: str, *args: str, storage: str, log: Path) -> subprocess.
 LIGHT_WORKER = Path(__file__).with_name("light_worker.py")
 
 
-def start_light_worker(storage: str, study: str, n_trials: int, step_seconds: float = 0.02) -> subprocess.Popen:
+def start_light_worker(storage: str, study: str, n_trials: int, step_seconds: float = 0.02,
+                       *budget_and_steps: float) -> subprocess.Popen:
     """`light_worker.py` in the background: the real worker loop on a trivial objective."""
     environment = dict(os.environ, MEDSWEEP_STORAGE=storage)
-    return subprocess.Popen([sys.executable, str(LIGHT_WORKER), study, str(n_trials), str(step_seconds)],
+    return subprocess.Popen([sys.executable, str(LIGHT_WORKER), study, str(n_trials), str(step_seconds),
+                             *map(str, budget_and_steps)],
                             cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -3,8 +3,9 @@ tell, heartbeats, retries, SIGTERM hand-back, the database-restart tolerant stor
 `open_worker_storage`) on a trivial objective instead of Keras training, so tests of the loop's
 mechanics can run many processes at once on two cores.
 
-    python tests/workers/light_worker.py STUDY N_TRIALS [SECONDS_PER_STEP]
+    python tests/workers/light_worker.py STUDY N_TRIALS [SECONDS_PER_STEP [BUDGET_SECONDS [STEPS]]]
         [--grace S] [--hard-stop S] [--pause POINT:NTH:SECONDS ...]
+    (N_TRIALS 0: no trial count, only the wall budget)
     (storage URL in $MEDSWEEP_STORAGE; prints one JSON line, or the error and exits 1)
 
 `--pause` holds the worker for SECONDS at the NTH time it reaches POINT, after printing
@@ -27,17 +28,21 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 
-def light_objective(step_seconds: float, stop: Callable[[], bool] | None = None) -> Callable[[Any], float]:
-    """Two "epochs" of `step_seconds`, each reporting an intermediate value; stops like the
-    worker's Keras callback does when told to."""
+def light_objective(step_seconds: float, stop: Callable[[], bool] | None = None, steps: int = 2,
+                    budget: Any = None) -> Callable[[Any], float]:
+    """`steps` "epochs" of `step_seconds`, each reporting an intermediate value; stops like the
+    worker's Keras callbacks do when told to or when the wall budget is spent."""
+    from search.workers._budget import BudgetSpent
     from search.workers._loop import TrialInterrupted
 
     def objective(trial: Any) -> float:
         x = trial.suggest_float("x", 0.0, 1.0)
-        for step in range(2):  # like epochs: intermediate values written while the heartbeat runs
+        for step in range(steps):  # like epochs: intermediate values written while the heartbeat runs
             time.sleep(step_seconds)
             if stop is not None and stop():
                 raise TrialInterrupted("the worker was told to stop")
+            if budget is not None and time.time() >= budget.deadline:
+                raise BudgetSpent("budget spent")  # what the Keras deadline callback does at a batch end
             trial.report((x - 0.3) ** 2 + 0.1 / (step + 1), step)
         return (x - 0.3) ** 2
 
@@ -117,6 +122,8 @@ def main() -> int:
     parser.add_argument("study")
     parser.add_argument("n_trials", type=int)
     parser.add_argument("step_seconds", type=float, nargs="?", default=0.02)
+    parser.add_argument("budget_seconds", type=float, nargs="?", default=None)
+    parser.add_argument("steps", type=int, nargs="?", default=2)
     parser.add_argument("--grace", type=int, default=10)
     parser.add_argument("--hard-stop", type=float)
     parser.add_argument("--pause", action="append", default=[])
@@ -127,6 +134,8 @@ def main() -> int:
     from search.study._study import make_sampler
     from search.workers import _loop
     from search.workers._supervisor import WorkerOptions, open_worker_storage
+    from search.workers._budget import wall_budget
+    from storage import storage_lock
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.hard_stop is not None:
@@ -138,8 +147,12 @@ def main() -> int:
                                       WorkerOptions(heartbeat_interval=1, grace_period=args.grace, db_down_limit=60))
         Pauses(args.pause).install(storage)
         study = optuna.load_study(study_name=args.study, storage=storage, sampler=make_sampler())
-        summary = _loop.run_trials(storage, study, light_objective(args.step_seconds, stop), n_trials=args.n_trials,
-                                   stop=stop)
+        budget = None
+        if args.budget_seconds is not None:
+            budget = wall_budget(storage, study, args.budget_seconds,
+                                 lambda: storage_lock(storage, f"budget:{args.study}"))
+        summary = _loop.run_trials(storage, study, light_objective(args.step_seconds, stop, args.steps, budget),
+                                   n_trials=args.n_trials or None, stop=stop, budget=budget)
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
