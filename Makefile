@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench perf-bench clean
+.PHONY: install demo test test-slow bench perf-bench clean
 
 $(BIN)/medsweep: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,9 +19,15 @@ demo: install
 
 # Starts a throwaway PostgreSQL 15 on 127.0.0.1 for the run and stops it afterwards.
 # Also installs Debian's chromium when missing (as root) for the dashboard browser test and PNGs.
+# `make test` runs every test not marked slow (under 10 minutes on two idle cores);
+# `make test-slow` runs the long training, fault-injection and end-to-end tests. CI runs both.
 test: install
 	scripts/ensure-chromium.sh
-	scripts/with-postgres.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
+	scripts/with-postgres.sh $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: install
+	scripts/ensure-chromium.sh
+	scripts/with-postgres.sh $(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 # The performance benchmarks of docs/performance.md's Measurements table (need ../shared/data and
 # ../shared/weights); each prints a table and ends with one line of JSON.

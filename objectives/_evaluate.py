@@ -160,8 +160,7 @@ def evaluate_model(model_path: str | Path, data: str | Path, *, resamples: int =
         if not seen.unseen:
             raise DataError(f"all {seen.total} images in {data} trained or selected {model_path}; "
                             "evaluate on images it never saw, such as the study's locked test split")
-        files = LabeledFiles(files.class_names, tuple(files.paths[i] for i in seen.unseen),
-                             tuple(files.labels[i] for i in seen.unseen))
+        files = files.subset(seen.unseen)
     model, _ = load_model(model_path)
     size = int(model.input_shape[1])
     from ._formats import model_decoding

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from ._formats import Unread
 
@@ -20,3 +21,8 @@ class LabeledFiles:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def subset(self, indices: "Sequence[int]") -> "LabeledFiles":
+        """Only the files at `indices` (e.g. the images a model never saw)."""
+        return LabeledFiles(self.class_names, tuple(self.paths[i] for i in indices),
+                            tuple(self.labels[i] for i in indices))

@@ -76,9 +76,7 @@ def test_files(dataset: ImageDataset) -> LabeledFiles:
     """The locked test split's files (no decoding)."""
     if dataset.test_files is not None:
         return dataset.test_files
-    files = dataset.train_files
-    index = [int(i) for i in dataset.plan.test]
-    return LabeledFiles(files.class_names, tuple(files.paths[i] for i in index), tuple(files.labels[i] for i in index))
+    return dataset.train_files.subset([int(i) for i in dataset.plan.test])
 
 
 def measure_locked_test(model_file: str | Path, metadata: dict[str, Any], dataset: ImageDataset, study: str, *,
@@ -97,8 +95,7 @@ def measure_locked_test(model_file: str | Path, metadata: dict[str, Any], datase
         if not seen.unseen:
             raise DataError(f"all {seen.total} locked test images of study {study!r} trained or selected {model_file}; "
                             "its test figures cannot be measured honestly")
-        files = LabeledFiles(files.class_names, tuple(files.paths[i] for i in seen.unseen),
-                             tuple(files.labels[i] for i in seen.unseen))
+        files = files.subset(seen.unseen)
     model, _ = load_model(model_file)
     size = int(model.input_shape[1])
     probabilities = predict_probabilities(model, decode_images(files.paths, size, dataset.spec.decoding))

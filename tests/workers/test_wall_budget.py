@@ -15,6 +15,8 @@ from optuna.trial import TrialState
 
 from search import make_sampler
 from search.workers._budget import DEADLINE_ATTR, STOPPED_BY
+
+from ..conftest import TINY_SPACE
 from search.workers._loop import DEADLINE_GRACE_SECONDS
 from search.workers._plan import STAGE
 
@@ -84,18 +86,8 @@ def test_a_bad_budget_is_one_line() -> None:
     assert "Traceback" not in done.stderr
 
 
-STAGED_SPACE = """\
-backbone: MobileNet
-alpha: 0.25
-image_size: 32
-weights: none
-augmentation: false
-learning_rate: {low: 0.0001, high: 0.01, log: true}
-epochs: [1, 2]
-batch_size: [8]
-fine_tune_fraction: [0.0, 0.3, 1.0]
-frozen_warmup_epochs: [1]
-"""
+# The tests' tiny space, with every fine-tuning depth so the plan has stages to walk through.
+STAGED_SPACE = TINY_SPACE.replace("fine_tune_fraction: 0.0", "fine_tune_fraction: [0.0, 0.3, 1.0]\nfrozen_warmup_epochs: [1]")
 
 
 @pytest.mark.slow
