@@ -90,13 +90,18 @@ def _check_seed(name: str, value: Any) -> int:
     return seed
 
 
+def _one_of(allowed: tuple[str, ...], meaning: str = "") -> Callable[[str, Any], str]:
+    """A validator for a field that takes one of `allowed`; `meaning` says what the field does."""
+
+    def check(name: str, value: Any) -> str:
+        if value not in allowed:
+            raise ConfigError(f"{name} must be one of {', '.join(allowed)}{meaning}, got {value!r}")
+        return str(value)
+
+    return check
+
+
 CLASS_WEIGHTS = ("none", "balanced")
-
-
-def _check_class_weight(name: str, value: Any) -> str:
-    if value not in CLASS_WEIGHTS:
-        raise ConfigError(f"class_weight must be one of {', '.join(CLASS_WEIGHTS)}, got {value!r}")
-    return str(value)
 
 
 MAX_AUGMENTED_VIEWS = 64
@@ -120,21 +125,11 @@ def _check_warmup_epochs(name: str, value: Any) -> int:
 INTENSITIES = ("raw", "minmax", "percentile")
 
 
-def _check_intensity(name: str, value: Any) -> str:
-    if value not in INTENSITIES:
-        raise ConfigError(f"intensity must be one of {', '.join(INTENSITIES)} (per-image rescaling to 0-255 "
-                          f"before the backbone), got {value!r}")
-    return str(value)
 
 
 BATCHNORM_MODES = ("frozen", "affine", "batch")
 
 
-def _check_batchnorm(name: str, value: Any) -> str:
-    if value not in BATCHNORM_MODES:
-        raise ConfigError(f"batchnorm must be one of {', '.join(BATCHNORM_MODES)} (how a fine-tuned pretrained "
-                          f"backbone's BatchNormalization layers train), got {value!r}")
-    return str(value)
 
 
 def _check_backbone_lr_factor(name: str, value: Any) -> float:
@@ -162,10 +157,11 @@ _FIELD_CHECKS: dict[str, tuple[type, Callable[[str, Any], Any]]] = {
     "feature_cache": (bool, _check_bool),
     "augmented_views": (int, _check_augmented_views),
     "frozen_warmup_epochs": (int, _check_warmup_epochs),
-    "class_weight": (str, _check_class_weight),
+    "class_weight": (str, _one_of(CLASS_WEIGHTS)),
     "oversample": (bool, _check_bool),
-    "intensity": (str, _check_intensity),
-    "batchnorm": (str, _check_batchnorm),
+    "intensity": (str, _one_of(INTENSITIES, " (per-image rescaling to 0-255 before the backbone)")),
+    "batchnorm": (str, _one_of(BATCHNORM_MODES, " (how a fine-tuned pretrained backbone's BatchNormalization "
+                                                "layers train)")),
     "backbone_lr_factor": (float, _check_backbone_lr_factor),
 }
 
