@@ -99,6 +99,7 @@ learning_rate: {low: 0.0001, high: 0.01, log: true}
 epochs: [1, 2]
 batch_size: [8]
 fine_tune_fraction: 0.0
+frozen_warmup_epochs: 0
 """
 
 

@@ -87,7 +87,8 @@ def test_a_bad_budget_is_one_line() -> None:
 
 
 # The tests' tiny space, with every fine-tuning depth so the plan has stages to walk through.
-STAGED_SPACE = TINY_SPACE.replace("fine_tune_fraction: 0.0", "fine_tune_fraction: [0.0, 0.3, 1.0]\nfrozen_warmup_epochs: [1]")
+STAGED_SPACE = TINY_SPACE.replace("fine_tune_fraction: 0.0\nfrozen_warmup_epochs: 0",
+                                  "fine_tune_fraction: [0.0, 0.3, 1.0]\nfrozen_warmup_epochs: [1]")
 
 
 @pytest.mark.slow
