@@ -37,7 +37,7 @@ printf '%s\n' "$password" > "$workdir/pwfile"
   || { cat "$workdir/initdb.log" >&2; exit 2; }
 rm -f "$workdir/pwfile"
 pg_ctl_cmd="${as_owner[*]} pg_ctl -D $workdir/data -l $workdir/server.log -w -t 60"
-$pg_ctl_cmd -o "-h 127.0.0.1 -p $port -k $workdir -c max_connections=100 -c fsync=off" start >/dev/null \
+$pg_ctl_cmd -o "-h 127.0.0.1 -p $port -k $workdir -c max_connections=400 -c fsync=off" start >/dev/null \
   || { cat "$workdir/server.log" >&2; exit 2; }
 
 stop() {
