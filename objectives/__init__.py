@@ -18,7 +18,7 @@ from ._data import (
     scan_image_folder,
     stratified_split,
 )
-from ._errors import BackboneError, ConfigError, DataError, ObjectiveError
+from ._errors import BackboneError, ConfigError, DataError, ObjectiveError, TrainingDiverged
 from ._intensity import INTENSITY_CHOICES, IntensityReport
 from ._balance import class_weights, oversample_indices
 from ._ties import TIE_TEST, cheapest, corrected_resampled_t, describe_ties, trials_within_noise
@@ -154,6 +154,7 @@ __all__ = [
     "LabeledFiles",
     "METRIC_DIRECTIONS",
     "ObjectiveError",
+    "TrainingDiverged",
     "TrialConfig",
     "TrialData",
     "TrialPlan",

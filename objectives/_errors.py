@@ -25,3 +25,9 @@ class BackboneError(ConfigError):
     """An unknown backbone, or weights that cannot be found or loaded."""
 
     fatal = True  # a missing weights file or unknown backbone fails every trial that uses it
+
+
+class TrainingDiverged(ObjectiveError):
+    """The network's outputs or loss became NaN or infinite: the learning rate is too high for
+    this configuration. Not a fault of the data or the code: a searching worker records the
+    trial as pruned (a bad configuration the sampler learns from), not as failed."""

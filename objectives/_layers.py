@@ -227,6 +227,21 @@ def predict_outputs(model: keras.Model, inputs: Any, batch_size: int) -> np.ndar
     return model.predict(inputs, batch_size=batch_size, verbose=0)
 
 
+def check_finite(values: Any, epoch: int, model: Any) -> None:
+    """Raise TrainingDiverged when a model's outputs (or loss) are NaN or infinite after `epoch`."""
+    if np.all(np.isfinite(np.asarray(values, dtype=np.float64))):
+        return
+    from ._errors import TrainingDiverged
+
+    rate = getattr(getattr(model, "optimizer", None), "learning_rate", None)
+    try:
+        rate_text = f" (was {float(np.asarray(rate)):.3g})" if rate is not None else ""
+    except (TypeError, ValueError):
+        rate_text = ""
+    raise TrainingDiverged(f"training diverged at epoch {epoch}: the outputs are NaN or infinite; "
+                           f"lower learning_rate{rate_text}")
+
+
 class ExactValidation(keras.callbacks.Callback):
     """Measures the validation set exactly after every epoch (`_metrics.epoch_metrics`) and
     writes `val_loss`, `val_accuracy`, `val_auc` and `val_balanced_accuracy` into the epoch's logs.
@@ -249,6 +264,7 @@ class ExactValidation(keras.callbacks.Callback):
         if logs is None:
             return
         outputs = predict_outputs(self.model, self.inputs, self.batch_size)
+        check_finite(outputs, epoch + 1, self.model)
         for name, value in epoch_metrics(self.labels, outputs, self.num_classes).items():
             if value is not None:
                 logs[f"val_{name}"] = value

@@ -121,7 +121,7 @@ def fit_and_measure(model: Any, config: TrialConfig, plan: TrialPlan, x_train: n
     `callbacks` are plain Keras callbacks; if one of them is an `EpochHistory`, it is the one
     that records the curves."""
     from ._balance import balance_training_data
-    from ._layers import EpochHistory, ExactValidation, predict_outputs
+    from ._layers import EpochHistory, ExactValidation, check_finite, predict_outputs
 
     num_classes = len(class_names)
     recorder = next((c for c in callbacks if isinstance(c, EpochHistory)), None)
@@ -143,6 +143,8 @@ def fit_and_measure(model: Any, config: TrialConfig, plan: TrialPlan, x_train: n
         all_callbacks.insert(0, ExactValidation(validation, y_val, num_classes, config.batch_size))
     model.fit(train, epochs=config.epochs, callbacks=all_callbacks, verbose=verbose, shuffle=False,
               class_weight=class_weight)
+    # A diverged run without validation data (a final model) must not be saved as if it trained.
+    check_finite(recorder.history.get("loss", []), len(recorder.history.get("loss", [])), model)
     if validation is None:
         return recorder.history, {}, None
     outputs = predict_outputs(model, validation, config.batch_size)

@@ -25,7 +25,7 @@ CV_VALIDATION_SHARE = "validation_share"
 WARNING = "warning"  # one line when a trial's score measures nothing (e.g. constant outputs)
 STAGE = "stage"  # a budgeted search's stage: frozen | partial | full
 PROMOTED_FROM = "promoted_from"  # the number of the trial whose config a promoted trial trains deeper
-STOPPED_BY = "stopped_by"  # why a pruned trial stopped when no pruner did it (the wall budget)
+STOPPED_BY = "stopped_by"  # why a pruned trial stopped when no pruner did it (the wall budget, divergence)
 
 # System attributes (not shown to users).
 WORKER = "medsweep:worker"  # which process ran (or runs) the trial
@@ -107,6 +107,11 @@ def warning_of(trial: FrozenTrial) -> str | None:
 
 def fail_reason_of(trial: FrozenTrial) -> str:
     return str(trial.user_attrs.get(FAIL_REASON) or "")
+
+
+def stopped_by_of(trial: FrozenTrial) -> str:
+    """Why a pruned trial stopped when no pruner stopped it (the wall budget, divergence), or ''."""
+    return str(trial.user_attrs.get(STOPPED_BY) or "")
 
 
 def roc_curve_of(trial: FrozenTrial) -> dict[str, list[float]] | None:
@@ -200,6 +205,9 @@ class TrialRecord:
 
     def fail_reason(self, reason: str) -> None:
         self.trial.set_user_attr(FAIL_REASON, reason[:500])
+
+    def stopped_by(self, reason: str) -> None:
+        self.trial.set_user_attr(STOPPED_BY, reason[:500])
 
 
 def _finite(value: Any) -> Any:

@@ -7,7 +7,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from .._record import cv_interval, epochs_trained, fail_reason_of, retry_history
+from .._record import cv_interval, epochs_trained, fail_reason_of, retry_history, stopped_by_of
 from ._ties import Ties, find_ties
 
 
@@ -38,7 +38,8 @@ def trial_rows(study: optuna.Study, ties: Ties | None = None,
     for trial in trials:
         duration = trial.duration.total_seconds() if trial.duration else None
         epochs = epochs_trained(trial)
-        note = fail_reason_of(trial) if trial.state == TrialState.FAIL else ""
+        note = (fail_reason_of(trial) if trial.state == TrialState.FAIL
+                else stopped_by_of(trial) if trial.state == TrialState.PRUNED else "")
         if trial.number in retried_as:
             note = f"{note}; retried as trial {retried_as[trial.number]}" if note else f"retried as trial {retried_as[trial.number]}"
         rows.append({

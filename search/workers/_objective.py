@@ -9,7 +9,8 @@ from typing import Any, Sequence
 import numpy as np
 import optuna
 
-from objectives import ImageDataset, classification_metrics, parse_objective, reliability_diagram, roc_curve_points
+from objectives import (ImageDataset, TrainingDiverged, classification_metrics, parse_objective, reliability_diagram,
+                        roc_curve_points)
 
 from .._record import CV_VALIDATION_SHARE, HISTORY_KEYS, TrialRecord, describe_exception
 from ..study._study import StudySettings
@@ -49,6 +50,9 @@ class TrialObjective:
         except optuna.TrialPruned:
             record.history(recorder.history)
             raise
+        except TrainingDiverged as error:
+            record.history(recorder.history)
+            raise _pruned_for(record, error) from None
         except Exception as error:
             record.history(recorder.history)
             record.fail_reason(describe_exception(error))
@@ -111,9 +115,18 @@ class TrialObjective:
             if recorder is not None:
                 folds.histories.append(recorder.history)
             folds.write(trial)
+            if isinstance(error, TrainingDiverged):
+                raise _pruned_for(record, error) from None
             record.fail_reason(describe_exception(error))
             raise
         return float(folds.write(trial)["mean"])
+
+
+def _pruned_for(record: TrialRecord, error: TrainingDiverged) -> optuna.TrialPruned:
+    """A diverged trial is a bad configuration, not a fault: pruned (samplers learn from pruned
+    trials and ignore failed ones, and the worker goes on), with the reason in `stopped_by`."""
+    record.stopped_by(str(error))
+    return optuna.TrialPruned(str(error))
 
 
 class _FoldRecord:

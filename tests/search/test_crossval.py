@@ -28,6 +28,8 @@ augmentation: false
 learning_rate: [0.001, 0.5]
 epochs: [2]
 batch_size: [8]
+fine_tune_fraction: 0.0  # the head only: lr 0.5 then trains badly but stays finite, so folds prune it
+frozen_warmup_epochs: 0
 """
 
 

@@ -120,6 +120,27 @@ def test_pruning_stops_a_trial_below_the_median(tmp_path: Path, image_folder: Pa
     assert len(pruned.user_attrs["history"]["val_auc"]) == len(pruned.intermediate_values)
 
 
+def test_a_diverging_trial_is_pruned_with_its_reason_and_the_search_goes_on(tmp_path: Path, image_folder: Path) -> None:
+    from objectives import DataSpec, ImageDataset
+    from search import SearchSpace
+
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    space = SearchSpace.default({"backbone": "VGG19", "image_size": 32, "weights": "none", "augmentation": False,
+                                 "learning_rate": [1e-3, 0.9], "epochs": 2, "batch_size": 8,
+                                 "fine_tune_fraction": 1.0, "frozen_warmup_epochs": 0})
+    dataset = ImageDataset.open(DataSpec(str(image_folder), validation_fraction=0.3))
+    study = create_study(storage, "diverge", dataset, space)
+    for learning_rate in (0.9, 1e-3):
+        study.enqueue_trial({"learning_rate": learning_rate})
+    run_worker(storage, "diverge", n_trials=2, max_consecutive_failures=1)
+    diverged, sound = load_study(storage, "diverge")[0].get_trials()
+    # pruned, not failed: samplers learn from it, and one failure would have stopped this worker
+    assert diverged.state == TrialState.PRUNED and sound.state == TrialState.COMPLETE
+    assert "diverged at epoch 1" in diverged.user_attrs["stopped_by"]
+    assert "lower learning_rate" in diverged.user_attrs["stopped_by"]
+    assert "fail_reason" not in diverged.user_attrs
+
+
 def test_failing_trials_are_recorded_and_stop_the_worker(tmp_path: Path, image_folder: Path) -> None:
     storage = f"sqlite:///{tmp_path / 's.db'}"
     space = tmp_path / "space.yaml"

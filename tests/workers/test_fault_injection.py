@@ -104,6 +104,7 @@ def inject(url: str, seed: int, kill: bool, tmp_path: Path) -> Run:
         else:
             _wait_for_pause(worker, log, "epoch" if moment in HAND_BACK else moment)
             time.sleep(rng.uniform(0.0, 0.15))
+        alive = worker.poll() is None  # at start-up it may already have finished its budget
         sent = time.monotonic()
         if moment in HAND_BACK:
             worker.send_signal(signal.SIGTERM)  # the hand-back starts
@@ -120,7 +121,7 @@ def inject(url: str, seed: int, kill: bool, tmp_path: Path) -> Run:
         if worker.poll() is None:
             worker.kill()
     # Under load the timer may fire before the worker reaches the point: still a valid run.
-    reached = moment not in HAND_BACK or f"PAUSE {moment}" in log.read_text()
+    reached = alive and (moment not in HAND_BACK or f"PAUSE {moment}" in log.read_text())
     return Run(seed, moment, "SIGKILL" if kill else "SIGTERM", code, took, _finish(url, study), reached)
 
 
