@@ -24,6 +24,7 @@ batch_size: [8, 16]
 dropout: {low: 0.2, high: 0.6}
 fine_tune_fraction: 0.0  # heads only: keeps the demo under a minute on a CPU
 frozen_warmup_epochs: 0  # nothing to warm up before when nothing but the head trains
+backbone_lr_factor: 1.0  # no backbone layer trains
 """
 
 

@@ -100,6 +100,7 @@ epochs: [1, 2]
 batch_size: [8]
 fine_tune_fraction: 0.0
 frozen_warmup_epochs: 0
+backbone_lr_factor: 1.0
 """
 
 

@@ -24,7 +24,7 @@ SURVEY_SETTINGS = ((1e-4, 20), (1e-5, 40))  # (learning rate, epochs): the templ
 SURVEY_BATCH_SIZE = 5
 # The template's head and augmentation: a searched parameter among these is pinned to the template value.
 TEMPLATE_FIELDS = ("dense_units", "dropout", "augmentation", "fine_tune_fraction", "frozen_warmup_epochs",
-                   "augmented_views")
+                   "augmented_views", "backbone_lr_factor")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,9 @@ SURVEY_BACKBONES = ["InceptionV3", "DenseNet201", "ResNet152V2", "Xception", "VG
 DEFAULT_SPACE: dict[str, Any] = {
     "backbone": list(SURVEY_BACKBONES),
     "learning_rate": {"low": 1e-6, "high": 1e-2, "log": True},
-    "epochs": {"low": 5, "high": 60},
+    # Up to the survey's longest run (40 epochs at lr 1e-5); a 60-epoch 5-fold fine-tune of even
+    # MobileNet alpha 0.25 at 224 px takes over 30 minutes on two CPU cores.
+    "epochs": {"low": 5, "high": 40},
     "batch_size": [4, 8, 16, 32],
     # How much of the backbone trains, from the top: none (a head on cached features), the top
     # 30%, or all of it. A budgeted search (`worker --budget`) tries them in that order.
@@ -26,6 +28,10 @@ DEFAULT_SPACE: dict[str, Any] = {
     # Epochs of a frozen head before any backbone layer trains, so a random head's gradients
     # do not wreck the pretrained features; served by the feature cache.
     "frozen_warmup_epochs": {"low": 1, "high": 10},
+    # The trained backbone layers learn at learning_rate x this (the head at learning_rate): a
+    # tenth is the usual fine-tuning rate, the full rate suits low learning rates. Searched, since
+    # which wins depends on the head's rate (docs/finetuning.md); meaningless in frozen trials.
+    "backbone_lr_factor": [0.1, 1.0],
     # Augmentation from pre-computed views of each image, which the feature cache serves
     # (0 would augment on the fly and switch the cache off for every frozen trial).
     "augmented_views": 4,

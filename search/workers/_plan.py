@@ -31,6 +31,8 @@ PARTIAL_FRACTION = 0.3  # share of backbone layers, from the top, a "partial" tr
 STAGE_FRACTION = {"frozen": 0.0, "partial": PARTIAL_FRACTION, "full": 1.0}
 KEEP_SHARE = 1 / 3  # successive halving: the best third of a stage earns the next one
 MAX_PROMOTED = {"partial": 6, "full": 3}  # bounds the queue when the cheap stage ran many trials
+# Parameters a frozen trial samples but never uses: a promotion out of the frozen stage leaves them to TPE.
+FINE_TUNING_ONLY = ("frozen_warmup_epochs", "backbone_lr_factor")
 
 from .._record import PROMOTED_FROM, STAGE, config_of  # noqa: E402  (trial user attributes the plan writes)
 
@@ -180,7 +182,9 @@ class StagePlan:
             params = dict(source.params)
             params["fine_tune_fraction"] = STAGE_FRACTION[stage]
             if previous == "frozen":
-                params.pop("frozen_warmup_epochs", None)  # meaningless for a frozen trial: let TPE choose it
+                # meaningless for a frozen trial (nothing to warm up, no backbone rate): let TPE choose them
+                for name in FINE_TUNING_ONLY:
+                    params.pop(name, None)
             queue.append((params, {STAGE: stage, PROMOTED_FROM: source.number}))
         return queue
 

@@ -18,7 +18,8 @@ from search.workers._plan import (PARTIAL_FRACTION, PROMOTED_FROM, STAGE, StageP
 SPACE = SearchSpace.default({"backbone": ["MobileNet", "MobileNetV2"]})
 DISTRIBUTIONS = {"fine_tune_fraction": CategoricalDistribution([0.0, 0.3, 1.0]),
                  "learning_rate": FloatDistribution(1e-6, 1e-2, log=True),
-                 "frozen_warmup_epochs": IntDistribution(1, 10)}
+                 "frozen_warmup_epochs": IntDistribution(1, 10),
+                 "backbone_lr_factor": CategoricalDistribution([0.1, 1.0])}
 T0 = datetime.datetime(2026, 1, 1)
 
 
@@ -26,7 +27,7 @@ def trial(number: int, value: float | None, fraction: float, seconds: float = 10
           state: TrialState = TrialState.COMPLETE, **attrs: object) -> optuna.trial.FrozenTrial:
     made = create_trial(state=state, value=value if state == TrialState.COMPLETE else None,
                         params={"fine_tune_fraction": fraction, "learning_rate": 1e-3 * (number + 1),
-                                "frozen_warmup_epochs": 3},
+                                "frozen_warmup_epochs": 3, "backbone_lr_factor": 0.1},
                         distributions=DISTRIBUTIONS, user_attrs=dict(attrs))
     made.number = number
     made.datetime_start = T0
@@ -61,7 +62,8 @@ def test_entering_a_stage_promotes_the_best_third_once() -> None:
     assert [attrs[PROMOTED_FROM] for _, attrs in decision.promotions] == [1, 3]
     params, attrs = decision.promotions[0]
     assert params["fine_tune_fraction"] == PARTIAL_FRACTION and attrs[STAGE] == "partial"
-    assert "frozen_warmup_epochs" not in params  # meaningless in a frozen trial: TPE chooses it
+    # meaningless in a frozen trial: TPE chooses them for the fine-tune
+    assert "frozen_warmup_epochs" not in params and "backbone_lr_factor" not in params
     assert params["learning_rate"] == frozen[1].params["learning_rate"]
     # Trial 1 was queued by another worker: only trial 3 is left to promote, by anyone.
     queued = trial(6, None, PARTIAL_FRACTION, state=TrialState.WAITING, **{PROMOTED_FROM: 1, STAGE: "partial"})
@@ -75,8 +77,8 @@ def test_full_stage_promotes_from_partial_and_keeps_the_warmup() -> None:
     trials = [trial(0, 0.8, 0.0), trial(1, 0.9, PARTIAL_FRACTION), trial(2, 0.7, PARTIAL_FRACTION)]
     decision = plan().decide(trials, 60)
     assert decision.stage == "full"
-    assert [(p["fine_tune_fraction"], p["frozen_warmup_epochs"], a[PROMOTED_FROM]) for p, a in decision.promotions] \
-        == [(1.0, 3, 1)]
+    assert [(p["fine_tune_fraction"], p["frozen_warmup_epochs"], p["backbone_lr_factor"], a[PROMOTED_FROM])
+            for p, a in decision.promotions] == [(1.0, 3, 0.1, 1)]
 
 
 def test_a_trial_that_cannot_finish_in_time_is_not_started() -> None:

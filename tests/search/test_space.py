@@ -13,11 +13,12 @@ def test_default_space_is_the_issues() -> None:
     assert space.parameters["backbone"].choices == ("InceptionV3", "DenseNet201", "ResNet152V2", "Xception", "VGG19")
     lr = space.parameters["learning_rate"]
     assert (lr.low, lr.high, lr.log) == (1e-6, 1e-2, True)
-    assert (space.parameters["epochs"].low, space.parameters["epochs"].high) == (5, 60)
+    assert (space.parameters["epochs"].low, space.parameters["epochs"].high) == (5, 40)
     assert space.parameters["batch_size"].choices == (4, 8, 16, 32)
     # Issue 10: the default search fine-tunes, after a warm-up, with augmentation the cache serves.
     assert space.parameters["fine_tune_fraction"].choices == (0.0, 0.3, 1.0)
     assert space.parameters["frozen_warmup_epochs"].low >= 1
+    assert space.parameters["backbone_lr_factor"].choices == (0.1, 1.0)
     assert space.parameters["augmented_views"].value > 0
 
 
