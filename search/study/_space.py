@@ -37,6 +37,10 @@ DEFAULT_SPACE: dict[str, Any] = {
     "augmented_views": 4,
 }
 
+# Parameters only a fine-tuning trial (fine_tune_fraction > 0) uses: a frozen trial does not sample them.
+FINE_TUNING_ONLY = ("frozen_warmup_epochs", "backbone_lr_factor")
+DEFAULT_CONFIG = TrialConfig()
+
 _RANGE_KEYS = {"low", "high", "log", "step"}
 
 
@@ -161,9 +165,19 @@ class SearchSpace:
         return cls.default(loaded)
 
     def suggest(self, trial: Any) -> TrialConfig:
-        """Ask an Optuna trial for every searched parameter and build the TrialConfig."""
+        """Ask an Optuna trial for every searched parameter and build the TrialConfig.
+
+        The fine-tuning-only parameters are asked for only when the trial fine-tunes: a frozen
+        trial would sample values it never uses, and TPE would then learn from noise which of
+        them go with good scores (a conditional space; the sampler groups it)."""
         values: dict[str, Any] = {}
-        for name, parameter in self.parameters.items():
+        unconditional = [name for name in self.parameters if name not in FINE_TUNING_ONLY]
+        for name in unconditional + [name for name in FINE_TUNING_ONLY if name in self.parameters]:
+            parameter = self.parameters[name]
+            if name in FINE_TUNING_ONLY and not isinstance(parameter, Fixed) \
+                    and not values.get("fine_tune_fraction", DEFAULT_CONFIG.fine_tune_fraction):
+                values[name] = getattr(DEFAULT_CONFIG, name)  # unused by a frozen trial
+                continue
             if isinstance(parameter, Fixed):
                 values[name] = parameter.value
             elif isinstance(parameter, Categorical):

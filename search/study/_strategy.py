@@ -27,10 +27,12 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
 
 
 def make_sampler(seed: int | None = None) -> optuna.samplers.BaseSampler:
-    """TPE with constant liar, so parallel workers do not all sample near the same point."""
+    """TPE with constant liar, so parallel workers do not all sample near the same point;
+    multivariate over groups of parameters that occur together, since fine-tuning trials ask
+    for parameters frozen ones do not (`SearchSpace.suggest`)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
                                           n_startup_trials=5)
 
 

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Sequence
 
 from optuna.trial import FrozenTrial, TrialState
 
-from ..study._space import Categorical, Fixed, Range, SearchSpace
+from ..study._space import FINE_TUNING_ONLY, Categorical, Fixed, Range, SearchSpace
 from ._budget import WallBudget
 
 STAGES = ("frozen", "partial", "full")
@@ -31,8 +31,6 @@ PARTIAL_FRACTION = 0.3  # share of backbone layers, from the top, a "partial" tr
 STAGE_FRACTION = {"frozen": 0.0, "partial": PARTIAL_FRACTION, "full": 1.0}
 KEEP_SHARE = 1 / 3  # successive halving: the best third of a stage earns the next one
 MAX_PROMOTED = {"partial": 6, "full": 3}  # bounds the queue when the cheap stage ran many trials
-# Parameters a frozen trial samples but never uses: a promotion out of the frozen stage leaves them to TPE.
-FINE_TUNING_ONLY = ("frozen_warmup_epochs", "backbone_lr_factor")
 
 from .._record import PROMOTED_FROM, STAGE, config_of  # noqa: E402  (trial user attributes the plan writes)
 
@@ -182,7 +180,7 @@ class StagePlan:
             params = dict(source.params)
             params["fine_tune_fraction"] = STAGE_FRACTION[stage]
             if previous == "frozen":
-                # meaningless for a frozen trial (nothing to warm up, no backbone rate): let TPE choose them
+                # never sampled by a frozen trial (older studies did): TPE chooses them for the fine-tune
                 for name in FINE_TUNING_ONLY:
                     params.pop(name, None)
             queue.append((params, {STAGE: stage, PROMOTED_FROM: source.number}))

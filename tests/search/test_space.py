@@ -59,3 +59,20 @@ def test_bad_space_files_are_one_line_errors(tmp_path: Path, text: str, message:
     with pytest.raises(SpaceError, match=message) as info:
         SearchSpace.from_yaml(path)
     assert "\n" not in str(info.value)
+
+
+def test_a_frozen_trial_does_not_sample_what_only_a_fine_tune_uses() -> None:
+    space = SearchSpace.default({"backbone": "MobileNet", "alpha": 0.25})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.enqueue_trial({"fine_tune_fraction": 0.0})
+    study.enqueue_trial({"fine_tune_fraction": 1.0})
+    frozen, tuned = study.ask(), study.ask()
+    frozen_config, tuned_config = space.suggest(frozen), space.suggest(tuned)
+    # TPE would otherwise learn, from noise, which warm-up and backbone rate go with good frozen scores
+    assert "frozen_warmup_epochs" not in frozen.params and "backbone_lr_factor" not in frozen.params
+    assert (frozen_config.frozen_warmup_epochs, frozen_config.backbone_lr_factor) == (0, 1.0)
+    assert {"frozen_warmup_epochs", "backbone_lr_factor"} <= set(tuned.params)
+    assert 1 <= tuned_config.frozen_warmup_epochs <= 10 and tuned_config.backbone_lr_factor in (0.1, 1.0)
+    # fixed in a space file, they are used as given whatever the depth
+    fixed = SearchSpace.default({"fine_tune_fraction": 0.0, "frozen_warmup_epochs": 3})
+    assert fixed.suggest(study.ask()).frozen_warmup_epochs == 3
