@@ -276,6 +276,8 @@ def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: i
             trials = study.get_trials(deepcopy=False)
             if _queue_missing_retries(study, trials, retry):
                 trials = study.get_trials(deepcopy=False)
+            if plan is not None and _drop_unaffordable(storage, study_id, plan, trials):
+                trials = study.get_trials(deepcopy=False)
             queued = any(t.state == TrialState.WAITING for t in trials)
             running = sum(t.state == TrialState.RUNNING for t in trials)
             retried = retried_numbers(trials)
@@ -367,6 +369,18 @@ def _fixing(base: optuna.samplers.BaseSampler, fixed: dict[str, Any]) -> optuna.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.PartialFixedSampler(fixed, base)
+
+
+def _drop_unaffordable(storage: Any, study_id: int, plan: Any, trials: list[FrozenTrial]) -> int:
+    """Record queued promotions that cannot finish in the budget left as pruned, never started,
+    with the reason in `stopped_by`, so a cheaper trial runs instead and none is left WAITING.
+    (A queued trial has no parameters yet: samplers learn nothing from it either way.)"""
+    dropped = plan.unaffordable(trials)
+    for trial, reason in dropped:
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        storage.set_trial_user_attr(trial_id, STOPPED_BY, reason)
+        storage.set_trial_state_values(trial_id, TrialState.PRUNED)
+    return len(dropped)
 
 
 def _record_stage(storage: Any, trial_id: int, planned: str) -> None:

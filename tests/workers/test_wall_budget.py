@@ -105,11 +105,13 @@ def test_two_training_workers_keep_a_40_second_budget(storage_url: str, image_fo
     # A trial that reaches no batch end in time (tracing a step on these loaded cores) is ended
     # DEADLINE_GRACE_SECONDS after the deadline; the supervisor waits for both children.
     assert ended <= deadline + DEADLINE_GRACE_SECONDS + 2 * SLACK_SECONDS, log
-    # Promotions queued for a stage the budget did not reach stay WAITING (never started);
-    # every trial that started has finished, and none runs on.
-    final = [t for t in trials(storage_url, study) if t.state != TrialState.WAITING]
+    # Every trial has finished, none runs on and none is left queued: promotions the budget could
+    # no longer pay for were recorded pruned without starting.
+    final = trials(storage_url, study)
     assert final and all(t.state.is_finished() for t in final), log
-    assert all(t.datetime_start.timestamp() <= deadline + 1 for t in final)
+    never_started = [t for t in final if t.datetime_start is None]
+    assert all(t.state == TrialState.PRUNED and t.user_attrs[STOPPED_BY].startswith("not started") for t in never_started)
+    assert all(t.datetime_start.timestamp() <= deadline + 1 for t in final if t not in never_started)
     stages = [t.user_attrs.get(STAGE) for t in sorted(final, key=lambda t: t.number)]
     assert stages[0] == "frozen" and set(stages) <= {"frozen", "partial", "full"}, stages
     assert all(t.state == TrialState.PRUNED for t in final if t.user_attrs.get(STOPPED_BY)), log
