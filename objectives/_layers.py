@@ -227,8 +227,8 @@ def predict_outputs(model: keras.Model, inputs: Any, batch_size: int) -> np.ndar
     return model.predict(inputs, batch_size=batch_size, verbose=0)
 
 
-def check_finite(values: Any, epoch: int, model: Any) -> None:
-    """Raise TrainingDiverged when a model's outputs (or loss) are NaN or infinite after `epoch`."""
+def check_finite(values: Any, epoch: int, model: Any, what: str = "outputs") -> None:
+    """Raise TrainingDiverged when a model's `what` (outputs, loss) are NaN or infinite after `epoch`."""
     if np.all(np.isfinite(np.asarray(values, dtype=np.float64))):
         return
     from ._errors import TrainingDiverged
@@ -238,7 +238,7 @@ def check_finite(values: Any, epoch: int, model: Any) -> None:
         rate_text = f" (was {float(np.asarray(rate)):.3g})" if rate is not None else ""
     except (TypeError, ValueError):
         rate_text = ""
-    raise TrainingDiverged(f"training diverged at epoch {epoch}: the outputs are NaN or infinite; "
+    raise TrainingDiverged(f"training diverged at epoch {epoch}: the {what} are NaN or infinite; "
                            f"lower learning_rate{rate_text}")
 
 

@@ -144,7 +144,8 @@ def fit_and_measure(model: Any, config: TrialConfig, plan: TrialPlan, x_train: n
     model.fit(train, epochs=config.epochs, callbacks=all_callbacks, verbose=verbose, shuffle=False,
               class_weight=class_weight)
     # A diverged run without validation data (a final model) must not be saved as if it trained.
-    check_finite(recorder.history.get("loss", []), len(recorder.history.get("loss", [])), model)
+    losses = recorder.history.get("loss", [])
+    check_finite(losses, len(losses), model, "training losses")
     if validation is None:
         return recorder.history, {}, None
     outputs = predict_outputs(model, validation, config.batch_size)
