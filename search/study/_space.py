@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from objectives import CONFIG_FIELDS, ObjectiveError, TrialConfig, check_config_value, config_field_type
+from objectives import CONFIG_FIELDS, DEFAULT_CONFIG, ObjectiveError, TrialConfig, check_config_value, config_field_type
 
 from .._errors import SpaceError
 
@@ -39,7 +39,6 @@ DEFAULT_SPACE: dict[str, Any] = {
 
 # Parameters only a fine-tuning trial (fine_tune_fraction > 0) uses: a frozen trial does not sample them.
 FINE_TUNING_ONLY = ("frozen_warmup_epochs", "backbone_lr_factor")
-DEFAULT_CONFIG = TrialConfig()
 
 _RANGE_KEYS = {"low", "high", "log", "step"}
 
