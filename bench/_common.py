@@ -49,7 +49,7 @@ def parse_data_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
 
 def open_split_dataset(data: Path) -> Any:
     """The benchmarks' data: the folder with a seeded, stratified 80/20 validation split."""
-    from objectives import DataSpec, ImageDataset
+    from medsweep.objectives.images import DataSpec, ImageDataset
 
     return ImageDataset.open(DataSpec(str(data), validation_fraction=0.2, split_seed=0))
 
@@ -136,8 +136,9 @@ def run_study(label: str, dataset: Any, backbones: dict[str, dict[str, Any]], *,
     import optuna
     from optuna_integration.keras import KerasPruningCallback
 
-    from objectives import EpochHistory, TrialConfig, train_trial
-    from search.study._strategy import make_pruner, make_sampler
+    from medsweep.objectives import TrialConfig, train_trial
+    from medsweep.objectives.training import EpochHistory
+    from medsweep.search.study._strategy import make_pruner, make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     run = StudyRun(label)

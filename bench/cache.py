@@ -34,7 +34,7 @@ def cases(weights: Path, args: argparse.Namespace) -> list[tuple[str, dict[str, 
 
 
 def run_case(name: str, values: dict[str, Any], dataset: Any, repeats: int, cache_dir: Path) -> dict[str, Any]:
-    from objectives import TrialConfig, train_trial
+    from medsweep.objectives import TrialConfig, train_trial
 
     base = TrialConfig(**values, augmentation=False, dense_units=256, dropout=0.5, seed=0)
     data = dataset.arrays(base.resolved_image_size)

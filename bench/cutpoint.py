@@ -24,7 +24,8 @@ LEARNING_RATES = (1e-4, 3e-4, 1e-3, 5e-5, 2e-4, 5e-4)
 
 
 def run_case(size: int, fraction: float, dataset: Any, args: Any, cache_dir: Path) -> dict[str, Any]:
-    from objectives import ArrayCache, TrialConfig, train_trial
+    from medsweep.objectives import TrialConfig, train_trial
+    from medsweep.objectives.images import ArrayCache
 
     base = TrialConfig(backbone="MobileNet", alpha=0.25, weights=str(args.weights), image_size=size,
                        fine_tune_fraction=fraction, epochs=args.epochs, batch_size=args.batch_size,

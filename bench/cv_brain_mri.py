@@ -39,11 +39,11 @@ def main(argv: list[str] | None = None) -> dict:
     import optuna
     from optuna.trial import TrialState
 
-    from objectives import ImageDataset
-    from search import SearchSpace, create_study, export_best, load_study, run_worker, write_export
-    from search.results._retrain import train_final
-    from search.study._data import describe_dataset, make_data_spec
-    from storage import open_storage
+    from medsweep.objectives.images import ImageDataset
+    from medsweep.search import SearchSpace, create_study, export_best, load_study, run_worker, write_export
+    from medsweep.search.results._retrain import train_final
+    from medsweep.search.study._data import describe_dataset, make_data_spec
+    from medsweep.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="medsweep-cv-"))

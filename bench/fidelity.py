@@ -23,7 +23,7 @@ def draw_configs(count: int, weights: str, depth: float, seed: int = 0) -> list[
     """`count` configurations from the default space, drawn by Optuna's RandomSampler."""
     import optuna
 
-    from search import SearchSpace
+    from medsweep.search import SearchSpace
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = SearchSpace.default({"backbone": "MobileNet", "alpha": 0.25, "weights": weights,
@@ -39,7 +39,7 @@ def draw_configs(count: int, weights: str, depth: float, seed: int = 0) -> list[
 
 def fold_scores(config: Any, dataset: Any, size: int) -> tuple[list[float], list[float]]:
     """AUC and seconds on every fold, at `size` px."""
-    from objectives import train_trial
+    from medsweep.objectives import train_trial
 
     config = config.replace(image_size=size)
     scores, seconds = [], []
@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     require_data(args.data, args.weights)
     import numpy as np
 
-    from objectives import ImageDataset
-    from search.study._data import make_data_spec
+    from medsweep.objectives.images import ImageDataset
+    from medsweep.search.study._data import make_data_spec
 
     dataset = ImageDataset.open(make_data_spec(str(args.data), cv=args.cv, test_fraction=0.2))
     configs = draw_configs(args.configs, str(args.weights), args.depth)

@@ -45,7 +45,7 @@ def base_config(weights: Path, size: int, epochs: int) -> dict[str, Any]:
 
 def medsweep_fold(values: dict[str, Any], fold: Any) -> tuple[float, dict[str, Any]]:
     """One fold through medsweep's `train_trial`: validation AUC and what the trial reported."""
-    from objectives import TrialConfig, train_trial
+    from medsweep.objectives import TrialConfig, train_trial
 
     result = train_trial(TrialConfig(**values), fold)
     return float(result.metrics["auc"]), {"output_spread": result.metrics.get("output_spread")}
@@ -96,8 +96,8 @@ def plain_keras_fold(values: dict[str, Any], fold: Any) -> tuple[float, dict[str
 
 def run_recipe(name: str, values: dict[str, Any], folds: list[Any],
                train: Callable[[dict[str, Any], Any], tuple[float, dict[str, Any]]]) -> dict[str, Any]:
-    """Every fold of one recipe; the mean, 95% interval (objectives.cv_summary) and seconds."""
-    from objectives import cv_summary
+    """Every fold of one recipe; the mean, 95% interval (objectives.metrics.cv_summary) and seconds."""
+    from medsweep.objectives.metrics import cv_summary
 
     started = time.perf_counter()
     aucs, notes = [], []
@@ -130,7 +130,7 @@ def main() -> dict[str, Any]:
     print(f"load at start: {load_start}; image size {args.size} px, {args.epochs} epochs, {args.cv}-fold grouped CV",
           flush=True)
 
-    from objectives import DataSpec, ImageDataset
+    from medsweep.objectives.images import DataSpec, ImageDataset
 
     dataset = ImageDataset.open(DataSpec(str(args.data), cv=args.cv))
     folds = list(dataset.folds(args.size))

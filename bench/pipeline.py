@@ -30,7 +30,7 @@ class PerEpochDecoder:
     def __new__(cls, paths: list[Path], labels: np.ndarray, size: int, batch_size: int, seed: int) -> Any:
         import keras
 
-        from objectives import decode_image
+        from medsweep.objectives.images import decode_image
 
         class _Loader(keras.utils.PyDataset):
             def __init__(self) -> None:
@@ -69,8 +69,10 @@ def main() -> None:
     import keras
     import tensorflow as tf
 
-    from objectives import DataSpec, ImageDataset, TrialConfig, build_model
-    from objectives._train import make_dataset
+    from medsweep.objectives import TrialConfig
+    from medsweep.objectives.images import DataSpec, ImageDataset
+    from medsweep.objectives.model import build_model
+    from medsweep.objectives.training import make_dataset
 
     config = TrialConfig(backbone="MobileNet", alpha=0.25, weights=str(args.weights), image_size=args.size,
                          augmentation=False, batch_size=args.batch_size, learning_rate=1e-3, feature_cache=False)
@@ -86,7 +88,7 @@ def main() -> None:
     decode_s = time.perf_counter() - started
     print(f"  scan + decode + resize {len(data.x_train) + len(data.x_val)} files once: {decode_s:.2f} s", flush=True)
 
-    from objectives import stratified_split
+    from medsweep.objectives.images import stratified_split
 
     train_index, _ = stratified_split(dataset.train_files.labels, spec.validation_fraction, spec.split_seed)
     paths = [dataset.train_files.paths[i] for i in train_index]

@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parse_data_args(parser)
 
-    from objectives import TrialConfig, train_trial
+    from medsweep.objectives import TrialConfig, train_trial
 
     dataset = open_split_dataset(args.data)
     backbone = {"MobileNet": study_backbones(args.weights, args.size)["MobileNet"]}

@@ -35,7 +35,8 @@ def search_space(weights: str, image_size: int) -> dict[str, Any]:
 
 def cross_validate(config: Any, dataset: Any) -> dict[str, Any]:
     """medsweep's own training path on every fold: the mean, its interval and the seconds."""
-    from objectives import cv_summary, train_trial
+    from medsweep.objectives import train_trial
+    from medsweep.objectives.metrics import cv_summary
 
     started = time.perf_counter()
     values, shares = [], []
@@ -54,8 +55,8 @@ def plain_keras_finetune(dataset: Any, weights_file: Path, epochs: int, size: in
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
-    from objectives import cv_summary
-    from objectives._keras import import_keras
+    from medsweep.objectives.metrics import cv_summary
+    from medsweep.objectives import import_keras
 
     keras = import_keras()
     started = time.perf_counter()
@@ -107,12 +108,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import optuna
 
-    from objectives import ImageDataset, TrialConfig, predict_files
-    from search import SearchSpace, create_study, export_best, load_study, write_export
-    from search.results._retrain import train_final, train_from_export
-    from search.study._data import describe_dataset, make_data_spec
-    from search.workers._budget import parse_duration, store_budget_seconds
-    from storage import open_storage
+    from medsweep.objectives import TrialConfig
+    from medsweep.objectives.evaluation import predict_files
+    from medsweep.objectives.images import ImageDataset
+    from medsweep.search import SearchSpace, create_study, export_best, load_study, write_export
+    from medsweep.search.results._retrain import train_final, train_from_export
+    from medsweep.search.study._data import describe_dataset, make_data_spec
+    from medsweep.search.workers._budget import parse_duration, store_budget_seconds
+    from medsweep.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     budget = parse_duration(args.budget)
@@ -137,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     import subprocess
 
-    worker = subprocess.run([sys.executable, "-m", "search.cli", "worker", "quality", "--workers", str(args.workers),
+    worker = subprocess.run([sys.executable, "-m", "medsweep.search.cli", "worker", "quality", "--workers", str(args.workers),
                              "--quiet"], env=dict(os.environ, MEDSWEEP_STORAGE=storage_url),
                             cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
     search_seconds = time.perf_counter() - started

@@ -21,7 +21,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from search.study._space import SURVEY_BACKBONES
+from medsweep.search.study._space import SURVEY_BACKBONES
 
 DISTRIBUTIONS = {
     "backbone": CategoricalDistribution(list(SURVEY_BACKBONES)),
@@ -49,8 +49,8 @@ def synthetic_trials(n_trials: int, seed: int = 0, *, baselines: bool = True,
     """Trials shaped like a worker's: params, config, per-epoch history and intermediate values,
     metrics with a confusion matrix, a ROC curve; about 60% complete, 35% pruned, 5% failed.
     The first ten are the survey baselines when `baselines` is on."""
-    from search import _record as record
-    from search.study._paper import survey_baselines
+    from medsweep.search import _record as record
+    from medsweep.search.study._paper import survey_baselines
 
     rng = np.random.default_rng(seed)
     start = datetime.datetime(2026, 1, 1)
@@ -112,8 +112,8 @@ def synthetic_trials(n_trials: int, seed: int = 0, *, baselines: bool = True,
 def build_synthetic_study(storage: Any, name: str, n_trials: int, seed: int = 0, *,
                           baselines: bool = True, cross_validated: bool = False) -> optuna.Study:
     """A medsweep study (settings included) holding `n_trials` synthetic finished trials."""
-    from objectives import DataSpec
-    from search.study._study import SETTINGS_KEY, StudySettings
+    from medsweep.objectives.images import DataSpec
+    from medsweep.search.study._study import SETTINGS_KEY, StudySettings
 
     fingerprint = {"class_names": SYNTHETIC_CLASSES, "file_count": 200, "content_hash": "synthetic"}
     space = {"backbone": list(SURVEY_BACKBONES), "learning_rate": {"low": 1e-6, "high": 1e-2, "log": True},
@@ -131,9 +131,9 @@ def main() -> None:
     parser.add_argument("--storage", help="storage URL (default: a temporary SQLite file)")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from search.report._report import build_report, write_report
-    from search.study._study import load_study, study_exists
-    from storage import open_storage
+    from medsweep.search.report._report import build_report, write_report
+    from medsweep.search.study._study import load_study, study_exists
+    from medsweep.storage import open_storage
 
     with tempfile.TemporaryDirectory() as folder:
         url = args.storage or f"sqlite:///{Path(folder) / 'bench-report.db'}"

@@ -30,8 +30,8 @@ EPOCHS = 5
 def _worker(url: str, study_name: str, trials: int, report: str, barrier: Any) -> None:
     import optuna
 
-    from search.study._strategy import make_sampler
-    from storage import open_storage
+    from medsweep.search.study._strategy import make_sampler
+    from medsweep.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.load_study(study_name=study_name, storage=open_storage(url), sampler=make_sampler())
@@ -66,7 +66,7 @@ def _worker(url: str, study_name: str, trials: int, report: str, barrier: Any) -
 def run_backend(label: str, url: str, workers: int, trials: int, folder: Path) -> dict[str, Any]:
     import optuna
 
-    from storage import open_storage
+    from medsweep.storage import open_storage
 
     name = f"bench-{uuid.uuid4().hex[:8]}"
     optuna.create_study(study_name=name, storage=open_storage(url), direction="maximize")

@@ -55,7 +55,7 @@ def pooled_open_i(folder: Path, workdir: Path) -> Path:
 
 def ground_truth(config: Any, dataset: Any, cache_dir: Path) -> tuple[list[float], float]:
     """Each fold's validation AUC of the frozen head trained with the fixed recipe, and the seconds."""
-    from objectives import train_trial
+    from medsweep.objectives import train_trial
 
     started = time.perf_counter()
     trial = config.replace(**GROUND_TRUTH)
@@ -79,8 +79,9 @@ def run_dataset(label: str, spec: Any, weights: Path, cache_dir: Path, folds: in
     """Score and train every candidate on one dataset; print its table and return its figures."""
     import numpy as np
 
-    from objectives import ImageDataset, ObjectiveError, TrialConfig
-    from objectives._transferability import CandidateScore, score_candidate, shortlist
+    from medsweep.objectives import ObjectiveError, TrialConfig
+    from medsweep.objectives.images import ImageDataset
+    from medsweep.objectives.evaluation import CandidateScore, score_candidate, shortlist
 
     dataset = ImageDataset.open(spec)
     print(f"\n{label}: {len(dataset.labels)} images, {dataset.plan.groups.describe()}, {dataset.fold_count} folds",
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     require_data(args.data, args.weights)
 
-    from objectives import DataSpec
+    from medsweep.objectives.images import DataSpec
 
     workdir = Path(tempfile.mkdtemp(prefix="medsweep-transfer-"))
     cache_dir = args.cache_dir or workdir / "features"

@@ -45,10 +45,10 @@ def main() -> None:
 
     import optuna
 
-    from objectives import DataSpec, ImageDataset
-    from search import SearchSpace, create_study, run_worker
-    from search._demo import build_demo_images
-    from storage import open_storage
+    from medsweep.objectives.images import DataSpec, ImageDataset
+    from medsweep.search import SearchSpace, create_study, run_worker
+    from medsweep.search._demo import build_demo_images
+    from medsweep.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     workdir = Path(tempfile.mkdtemp(prefix="medsweep-memory."))

@@ -33,7 +33,7 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     from bench.report import build_synthetic_study
-    from storage import open_storage
+    from medsweep.storage import open_storage
 
     output = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "docs" / "dashboard.png")
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -65,8 +65,9 @@ def run_demo(workdir: Path, storage_url: str | None, n_trials: int, echo: Callab
     repeatable: a seeded sampler, seeded training and deterministic TensorFlow ops."""
     import os
 
-    from objectives import DataSpec, ImageDataset, predict_files
-    from storage import describe_storage, open_storage
+    from medsweep.objectives.evaluation import predict_files
+    from medsweep.objectives.images import DataSpec, ImageDataset
+    from medsweep.storage import describe_storage, open_storage
 
     from .results._export import export_best, write_export
     from .results._retrain import train_from_export

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from objectives import ObjectiveError
-from storage import StorageError
+from medsweep.objectives import ObjectiveError
+from medsweep.storage import StorageError
 
 
 class MedsweepError(Exception):

@@ -221,7 +221,7 @@ def _quantitative(facts: Mapping[str, Any]) -> list[str]:
              f"{_value(trials.get('failed'))} failed; the final model retrains trial "
              f"{_value(search.get('selected_trial'))}, {search.get('selected_how') or 'the best by the objective'}."]
     if search.get("within_noise") is not None:
-        from objectives import TIE_TEST, describe_ties
+        from medsweep.objectives.metrics import TIE_TEST, describe_ties
 
         lines.append(f"- {describe_ties(int(search['within_noise']))} ({TIE_TEST}, alpha 0.05): "
                      "the choice among them is not supported by the data.")
@@ -350,7 +350,7 @@ def card_facts(document: Mapping[str, Any], metadata: Mapping[str, Any], *, mode
     config = dict(metadata.get("config") or document.get("config") or {})
     image_size = config.get("image_size")
     if config and image_size is None:
-        from objectives import TrialConfig
+        from medsweep.objectives import TrialConfig
 
         image_size = TrialConfig.from_dict(config).resolved_image_size  # None means the backbone's default
     class_names = list(metadata.get("class_names") or (metadata.get("fingerprint") or {}).get("class_names") or [])

@@ -9,8 +9,8 @@ from typing import Any, Callable
 
 import click
 
-from objectives import INTENSITY_CHOICES
-from storage import DEFAULT_STORAGE_URL, STORAGE_ENV
+from medsweep.objectives.config import INTENSITIES as INTENSITY_CHOICES
+from medsweep.storage import DEFAULT_STORAGE_URL, STORAGE_ENV
 
 from ._errors import USER_ERRORS
 
@@ -28,7 +28,7 @@ def _storage_failure(error: Exception) -> Exception | None:
     keeps its traceback)."""
     if _opened_url is None:
         return None
-    from storage import explain_storage_error, is_unreachable
+    from medsweep.storage import explain_storage_error, is_unreachable
 
     if not is_unreachable(_opened_url, error):
         return None
@@ -65,7 +65,7 @@ def training_options(function: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(function)
     def wrapper(*args: Any, cache_dir: str | None, mixed_precision: bool, xla: str, **kwargs: Any) -> Any:
-        from objectives import set_worker_options
+        from medsweep.objectives.training import set_worker_options
 
         set_worker_options(cache_dir=cache_dir, mixed_precision=mixed_precision, xla=xla)
         return function(*args, **kwargs)
@@ -86,7 +86,7 @@ def training_options(function: Callable[..., Any]) -> Callable[..., Any]:
 
 def _open(storage_url: str) -> Any:
     global _opened_url
-    from storage import open_storage
+    from medsweep.storage import open_storage
 
     opened = open_storage(storage_url)
     _opened_url = opened.url
@@ -188,7 +188,7 @@ def main(verbose: bool) -> None:
 def create(study: str, data: Any, space_file: str | None, metric: str, pruner: str, intensity: str | None,
            resume: bool, budget: str | None, storage: str) -> None:
     """Create a study on a data folder or manifest (checks every image, reports duplicates and groups)."""
-    from objectives import ImageDataset
+    from medsweep.objectives.images import ImageDataset
 
     from .study._data import describe_dataset, make_data_spec
     from .study._space import SearchSpace
@@ -343,7 +343,8 @@ def evaluate(model_file: str, data: str | None, locked_test: bool, remeasure: bo
              exclude_seen: bool, plot_file: str | None, storage: str) -> None:
     """Measure a saved model on labelled images: every metric with a bootstrap 95% interval, and
     how many of the images the model already saw."""
-    from objectives import check_plot_path, evaluate_model, reliability_png
+    from medsweep.objectives.evaluation import evaluate_model
+    from medsweep.objectives.metrics import check_plot_path, reliability_png
 
     from .results._format import format_metrics
     from .results._inputs import check_evaluation_inputs
@@ -371,7 +372,7 @@ def evaluate(model_file: str, data: str | None, locked_test: bool, remeasure: bo
 def _evaluate_locked_test(model_file: str, data: str | None, remeasure: bool, bootstrap: int, seed: int,
                           exclude_seen: bool, plot_file: str | None, storage: str) -> None:
     """`evaluate --test`: show the stored figures, or measure the study's locked test split once."""
-    from objectives import reliability_png
+    from medsweep.objectives.metrics import reliability_png
 
     from .results._format import format_metrics
     from .results._locked_test import measure_locked_test, open_test_split, stored_test, study_of_model
@@ -410,7 +411,7 @@ def _evaluate_locked_test(model_file: str, data: str | None, remeasure: bool, bo
 @click.option("--layer", help="Backbone layer whose feature map Grad-CAM uses (default: the deepest one at least 7x7).")
 def explain(model_file: str, images: tuple[str, ...], output_dir: str, class_name: str | None, layer: str | None) -> None:
     """Write a Grad-CAM overlay PNG for each image: where the model looks for its prediction."""
-    from objectives import explain_files
+    from medsweep.objectives.evaluation import explain_files
 
     for row in explain_files(model_file, images, output_dir, class_name=class_name, layer=layer):
         click.echo(f"{row['overlay']}\t{row['class']}\t{row['probability']:.4f}\texplains {row['explained']}")
@@ -421,7 +422,7 @@ def explain(model_file: str, images: tuple[str, ...], output_dir: str, class_nam
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 def predict(model_file: str, files: tuple[str, ...]) -> None:
     """Print each image's predicted class and probability."""
-    from objectives import predict_files
+    from medsweep.objectives.evaluation import predict_files
 
     from .results._inputs import check_prediction_inputs
 
@@ -444,7 +445,7 @@ def report(study: str, output: str, png_dir: str | None, model_file: str | None,
     from .study._study import load_study
 
     if model_file:
-        from objectives import read_model_metadata
+        from medsweep.objectives.model import read_model_metadata
 
         read_model_metadata(model_file)  # a missing or foreign file fails before the study is read
     loaded, settings = load_study(_open(storage), study)

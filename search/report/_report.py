@@ -450,8 +450,10 @@ def examples_html(settings: StudySettings, model_file: str | Path | None, per_ro
     if model_file is None:
         return ('<p class="note">No model given: pass <code>--model MODEL.keras</code> (e.g. the model of '
                 '<code>medsweep train --final</code>) to see where it looks on the validation images.</p>')
-    from objectives import (ImageDataset, LabeledFiles, ObjectiveError, example_overlays, load_model,
-                            seen_images)
+    from medsweep.objectives import ObjectiveError
+    from medsweep.objectives.evaluation import example_overlays, seen_images
+    from medsweep.objectives.images import ImageDataset, LabeledFiles
+    from medsweep.objectives.model import load_model
 
     from ..results._retrain import held_out_split
 

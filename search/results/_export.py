@@ -14,7 +14,8 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from objectives import ObjectiveError, TrialConfig, parse_objective
+from medsweep.objectives import ObjectiveError, TrialConfig
+from medsweep.objectives.metrics import parse_objective
 
 from .._errors import MedsweepError, StudyError
 from .._record import config_of, cv_of, metrics_of

@@ -7,7 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from objectives import DataError, decode_images, open_labeled, read_model_metadata
+from medsweep.objectives import DataError
+from medsweep.objectives.evaluation import open_labeled
+from medsweep.objectives.images import decode_images
+from medsweep.objectives.model import read_model_metadata
 
 _CHECK_SIZE = 8  # decoding at a tiny size reads the whole file, which is what finds corruption
 

@@ -13,12 +13,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from objectives import DataError, ImageDataset, LabeledFiles, ObjectiveError, read_model_metadata
+from medsweep.objectives import DataError, ObjectiveError
+from medsweep.objectives.images import ImageDataset, LabeledFiles
+from medsweep.objectives.model import read_model_metadata
 
 from .._errors import MedsweepError
 from ..study._data import resolved_path
 
-# The entry `objectives.save_model` writes the metadata to inside the .keras zip.
+# The entry `objectives.model.save_model` writes the metadata to inside the .keras zip.
 _METADATA_ENTRY = "medsweep.json"
 
 
@@ -85,8 +87,10 @@ def measure_locked_test(model_file: str | Path, metadata: dict[str, Any], datase
     and write the figures into the model so the next `evaluate --test` shows them."""
     import numpy as np
 
-    from objectives import (bootstrap_intervals, classification_metrics, decode_images, load_model,
-                            predict_probabilities, reliability_diagram, seen_images)
+    from medsweep.objectives.evaluation import predict_probabilities, seen_images
+    from medsweep.objectives.images import decode_images
+    from medsweep.objectives.metrics import bootstrap_intervals, classification_metrics, reliability_diagram
+    from medsweep.objectives.model import load_model
 
     files = test_files(dataset)
     seen = seen_images(metadata, files)

@@ -15,7 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from objectives import DataSpec, ImageDataset, ObjectiveError, TrialConfig
+from medsweep.objectives import ObjectiveError, TrialConfig
+from medsweep.objectives.images import DataSpec, ImageDataset
 
 from .._errors import MedsweepError
 from ..study._data import resolved_path
@@ -47,7 +48,10 @@ def retrain(export_path: str | Path, output: str | Path, *, data_dir: str | None
             bootstrap: int = 1000, verbose: int = 0, calibrate: bool = False) -> RetrainedModel:
     """Read the export, open and check the data, train, (with `final`) measure the locked test
     set once, save the model with its metadata; the steps both kinds of retraining share."""
-    from objectives import SEEN_IMAGES_KEY, TrialData, save_model, train_trial
+    from medsweep.objectives import train_trial
+    from medsweep.objectives.evaluation import SEEN_IMAGES_KEY
+    from medsweep.objectives.images import TrialData
+    from medsweep.objectives.model import save_model
 
     if calibrate and not final:
         raise MedsweepError("--calibrate needs --final: temperature scaling is fitted on the study's validation "
@@ -110,7 +114,7 @@ def held_out_split(dataset: ImageDataset) -> tuple[list[Path], list[Path]]:
 
 def _seen_images(dataset: ImageDataset, *, final: bool, held_out: bool) -> dict[str, list[str]]:
     """The model's SEEN_IMAGES_KEY section: what trained it, and (final) what selected it."""
-    from objectives import final_model_seen_images, seen_image_hashes
+    from medsweep.objectives.evaluation import final_model_seen_images, seen_image_hashes
 
     if final and not held_out:
         return final_model_seen_images(dataset)
@@ -140,7 +144,9 @@ def _calibrate(model: Any, validation_outputs: Any, validation_labels: Any, data
     the locked test set, append the temperature layer, and move the threshold with the probabilities."""
     import numpy as np
 
-    from objectives import apply_temperature, predict_probabilities, temperature_report, with_temperature
+    from medsweep.objectives.evaluation import predict_probabilities
+    from medsweep.objectives.metrics import apply_temperature, temperature_report
+    from medsweep.objectives.model import with_temperature
 
     if validation_outputs is None or not len(validation_labels):
         raise MedsweepError("--calibrate needs validation images; the study has none to fit the temperature on")
@@ -250,7 +256,8 @@ def _check_data(document: dict[str, Any], dataset: ImageDataset, spec: DataSpec,
 def _measure_test(model: Any, dataset: ImageDataset, size: int, threshold_section: dict[str, Any] | None,
                   output: str | Path, bootstrap: int) -> dict[str, Any]:
     """The locked test set's metrics with bootstrap intervals, at the export's threshold."""
-    from objectives import bootstrap_intervals, classification_metrics, predict_probabilities
+    from medsweep.objectives.evaluation import predict_probabilities
+    from medsweep.objectives.metrics import bootstrap_intervals, classification_metrics
 
     x_test, y_test = dataset.test_arrays(size)
     probabilities = predict_probabilities(model, x_test)

@@ -9,7 +9,7 @@ from typing import Sequence
 
 from optuna.trial import FrozenTrial, TrialState
 
-from objectives import TIE_TEST, describe_ties, trials_within_noise
+from medsweep.objectives.metrics import TIE_TEST, describe_ties, trials_within_noise
 
 from .._errors import MedsweepError
 from .._record import epochs_trained, fold_scores, validation_share
@@ -77,7 +77,7 @@ def preferred_trial(trials: Sequence[FrozenTrial], direction: str, prefer: str) 
         return by_number[ties.best], ties
     if ties.reason:
         raise MedsweepError(f"--prefer cheapest needs ties to choose from, but {ties.reason}")
-    from objectives import cheapest
+    from medsweep.objectives.metrics import cheapest
 
     candidates = [ties.best, *ties.within]
     chosen = cheapest(candidates, {n: trial_cost(by_number[n]) for n in candidates})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from objectives import DataSpec, ImageDataset
+from medsweep.objectives.images import DataSpec, ImageDataset
 
 from .._errors import MedsweepError
 

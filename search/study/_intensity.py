@@ -3,7 +3,7 @@ folder where most do unless `--intensity` says how to proceed, and fix that choi
 
 from __future__ import annotations
 
-from objectives import IntensityReport
+from medsweep.objectives.images import IntensityReport
 
 from .._errors import StudyError
 from ._space import SearchSpace

@@ -10,7 +10,8 @@ from typing import Any
 
 import optuna
 
-from objectives import DEFAULT_CONFIG, DataSpec
+from medsweep.objectives import DEFAULT_CONFIG
+from medsweep.objectives.images import DataSpec
 
 from .._errors import SpaceError, StudyError
 from .._record import BASELINE, baseline_of
@@ -163,7 +164,7 @@ def run_paper(storage: Any, name: str, *, data: DataSpec | None, space: SearchSp
     """Put the survey's ten configurations first in a study, creating the study (with the space
     widened for them, and the same data, splits and folds `create` would use) when it does not
     exist; an existing study keeps its own space and data."""
-    from objectives import ImageDataset
+    from medsweep.objectives.images import ImageDataset
 
     if study_exists(storage, name):
         study, settings = load_study(storage, name)

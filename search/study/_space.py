@@ -9,7 +9,8 @@ from typing import Any
 
 import yaml
 
-from objectives import CONFIG_FIELDS, DEFAULT_CONFIG, ObjectiveError, TrialConfig, check_config_value, config_field_type
+from medsweep.objectives import DEFAULT_CONFIG, ObjectiveError, TrialConfig
+from medsweep.objectives.config import CONFIG_FIELDS, check_config_value, config_field_type
 
 from .._errors import SpaceError
 

@@ -8,8 +8,10 @@ from typing import Any
 
 import optuna
 
-from objectives import METRIC_DIRECTIONS, DataSpec, ImageDataset, ObjectiveError, parse_objective
-from storage import describe_storage
+from medsweep.objectives import ObjectiveError
+from medsweep.objectives.images import DataSpec, ImageDataset
+from medsweep.objectives.metrics import METRIC_DIRECTIONS, parse_objective
+from medsweep.storage import describe_storage
 
 from .._errors import StudyError
 from ._space import SearchSpace

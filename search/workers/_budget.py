@@ -167,7 +167,7 @@ class BudgetSpent(optuna.TrialPruned):
 def deadline_keras_callback(budget: WallBudget) -> Any:
     """A Keras callback that stops training at the first batch end past the deadline and ends the
     trial as pruned (its partial score never counts as a complete one)."""
-    from objectives._keras import import_keras
+    from medsweep.objectives import import_keras
 
     keras = import_keras()
 

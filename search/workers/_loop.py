@@ -21,7 +21,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
-from storage import StorageError, heartbeat, heartbeat_grace, heartbeat_interval, stale_trial_ids, storage_lock
+from medsweep.storage import StorageError, heartbeat, heartbeat_grace, heartbeat_interval, stale_trial_ids, storage_lock
 
 from ._budget import (BUDGET_STOP_REASON, RETRY_ATTR, STOPPED_BY, BudgetSpent, RetryTrial, counts_towards_budget,
                       retried_numbers)
@@ -148,7 +148,7 @@ class StopRequest:
 def worker_keras_callback(stop: StopRequest, progress: Progress) -> Any:
     """A Keras callback: raise TrialInterrupted at the first batch end after a stop request,
     and report each epoch to the progress display."""
-    from objectives._keras import import_keras
+    from medsweep.objectives import import_keras
 
     keras = import_keras()
 

@@ -9,8 +9,9 @@ from typing import Any, Sequence
 import numpy as np
 import optuna
 
-from objectives import (ImageDataset, TrainingDiverged, classification_metrics, parse_objective, reliability_diagram,
-                        roc_curve_points)
+from medsweep.objectives import TrainingDiverged
+from medsweep.objectives.images import ImageDataset
+from medsweep.objectives.metrics import classification_metrics, parse_objective, reliability_diagram, roc_curve_points
 
 from .._record import CV_VALIDATION_SHARE, HISTORY_KEYS, TrialRecord, describe_exception
 from ..study._study import StudySettings
@@ -33,7 +34,8 @@ class TrialObjective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         # objectives first: it loads TensorFlow quietly, optuna-integration would load it loudly.
-        from objectives import EpochHistory, train_trial
+        from medsweep.objectives import train_trial
+        from medsweep.objectives.training import EpochHistory
         from optuna_integration.keras import KerasPruningCallback
 
         if self.settings.data.cv:
@@ -84,7 +86,8 @@ class TrialObjective:
     def _cross_validate(self, trial: optuna.Trial) -> float:
         """Train every fold; report the running mean after each fold as the intermediate value,
         so the pruner stops a trial that is clearly worse after two folds."""
-        from objectives import EpochHistory, train_trial
+        from medsweep.objectives import train_trial
+        from medsweep.objectives.training import EpochHistory
 
         metric = self.settings.metric
         folds = _FoldRecord(bounded=self.settings.direction == "maximize")
@@ -155,7 +158,7 @@ class _FoldRecord:
             self.outputs.append(np.asarray(outputs))
 
     def write(self, trial: optuna.Trial) -> dict[str, Any]:
-        from objectives import cv_summary
+        from medsweep.objectives.metrics import cv_summary
 
         record = TrialRecord(trial)
         record.history(_mean_history(self.histories))

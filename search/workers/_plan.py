@@ -227,7 +227,8 @@ def ranking_candidates(space: SearchSpace) -> list[dict[str, Any]]:
 def rank_study_candidates(space: SearchSpace, dataset: Any, by: str = "logme") -> dict[str, Any] | None:
     """LogME of every candidate on cached pooled features and the shortlist worth the budget, as
     the study attribute `transferability` stores it; None when there is nothing to rank."""
-    from objectives import TrialConfig, rank_candidates, shortlist
+    from medsweep.objectives import TrialConfig
+    from medsweep.objectives.evaluation import rank_candidates, shortlist
 
     candidates = ranking_candidates(space)
     if not candidates:

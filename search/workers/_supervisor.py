@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from storage import STORAGE_ENV
+from medsweep.storage import STORAGE_ENV
 
 from .._errors import WorkerError
 
@@ -124,7 +124,7 @@ class WorkerOptions:
 
 
 def child_command(study: str, options: WorkerOptions) -> list[str]:
-    return [sys.executable, "-m", "search.cli", "worker", study, "--in-process", *options.child_arguments()]
+    return [sys.executable, "-m", "medsweep.search.cli", "worker", study, "--in-process", *options.child_arguments()]
 
 
 def open_worker_storage(storage_url: str, options: WorkerOptions) -> Any:
@@ -134,7 +134,7 @@ def open_worker_storage(storage_url: str, options: WorkerOptions) -> Any:
 
     import optuna
 
-    from storage import open_storage
+    from medsweep.storage import open_storage
 
     from ._budget import make_retry_callback
 
@@ -303,7 +303,7 @@ def worker_command(storage_url: str, study: str, options: WorkerOptions, *, gpus
                    workers: int | None = None, in_process: bool = False,
                    echo: Callable[[str], None] = print) -> int:
     """What `medsweep worker` does; returns the process exit status."""
-    from storage import resolve_storage_url
+    from medsweep.storage import resolve_storage_url
 
     url = resolve_storage_url(storage_url)
     if in_process:

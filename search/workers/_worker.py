@@ -10,10 +10,10 @@ from typing import Any, Callable
 
 from optuna.trial import FrozenTrial, TrialState
 
-from objectives import ImageDataset
+from medsweep.objectives.images import ImageDataset
 
 from ._budget import budget_used  # noqa: F401  (re-exported by search)
-from storage import storage_lock
+from medsweep.storage import storage_lock
 
 from .._errors import StudyError
 from ._objective import TrialObjective

@@ -6,17 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from objectives import (
-    CALIBRATION_BINNING,
-    DataError,
-    apply_temperature,
-    brier_score,
-    classification_metrics,
-    expected_calibration_error,
-    fit_temperature,
-    reliability_diagram,
-    temperature_report,
-)
+from medsweep.objectives import DataError
+from medsweep.objectives.metrics import CALIBRATION_BINNING, apply_temperature, brier_score, classification_metrics, expected_calibration_error, fit_temperature, reliability_diagram, temperature_report
 
 
 def _calibrated_set(count: int = 4000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -109,8 +100,8 @@ def test_temperature_needs_both_classes() -> None:
 
 def test_temperature_layer_survives_save_and_load(tmp_path) -> None:
     """The appended layer is part of the .keras file: load_model alone predicts calibrated values."""
-    from objectives import load_model, save_model, with_temperature
-    from objectives._keras import import_keras
+    from medsweep.objectives.model import load_model, save_model, with_temperature
+    from medsweep.objectives import import_keras
 
     keras = import_keras()
     for units, activation in ((1, "sigmoid"), (3, "softmax")):

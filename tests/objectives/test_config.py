@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from objectives import ConfigError, TrialConfig
+from medsweep.objectives import ConfigError, TrialConfig
 
 
 def test_round_trips_through_yaml_unchanged() -> None:

@@ -9,7 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from objectives import ArrayCache, DataSpec, ImageDataset, TrialConfig, plan_trial, train_trial
+from medsweep.objectives import TrialConfig, train_trial
+from medsweep.objectives.images import ArrayCache, DataSpec, ImageDataset
+from medsweep.objectives.model import plan_trial
 from tests.conftest import SHARED_WEIGHTS
 
 # The feature cache's tolerances and comparison (docs/training-path.md), shared, not copied.
@@ -53,8 +55,8 @@ def test_plan_caches_the_frozen_lower_backbone(changes: dict, trunk: str, augmen
 ])
 def test_cut_is_a_block_boundary_below_every_trainable_layer(backbone: str, fraction: float,
                                                              kinds: tuple[str, ...]) -> None:
-    from objectives._keras import import_keras
-    from objectives._model import backbone_cut, build_backbone, set_trainable_layers
+    from medsweep.objectives import import_keras
+    from medsweep.objectives.model import backbone_cut, build_backbone, set_trainable_layers
 
     keras = import_keras()
     keras.backend.clear_session()
@@ -126,7 +128,7 @@ def test_over_budget_or_no_cut_trains_live(image_folder: Path, tmp_path: Path, m
 
 
 def test_cut_layer_and_storage_are_key_parts() -> None:
-    from objectives._cached_features import feature_key
+    from medsweep.objectives.training import feature_key
 
     pooled = feature_key(TUNED, "images", 0)
     at_cut = feature_key(TUNED, "images", 0, "conv_pw_9_relu")

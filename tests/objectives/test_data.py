@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from objectives import DataError, DataSpec, ImageDataset, decode_image, scan_image_folder, stratified_split
+from medsweep.objectives import DataError
+from medsweep.objectives.images import DataSpec, ImageDataset, decode_image, scan_image_folder, stratified_split
 
 from ..conftest import write_image_folder
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from objectives import DataSpec, ImageDataset, TrialConfig, train_trial
+from medsweep.objectives import TrialConfig, train_trial
+from medsweep.objectives.images import DataSpec, ImageDataset
 
 CONFIG = TrialConfig(backbone="VGG19", image_size=32, weights="none", epochs=2, batch_size=8,
                      augmentation=False, learning_rate=1e-3, feature_cache=False)

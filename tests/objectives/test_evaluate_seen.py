@@ -9,15 +9,16 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from objectives import (SEEN_IMAGES_KEY, DataError, TrialConfig, evaluate_model, open_labeled, save_model,
-                        seen_image_hashes, seen_images)
-from search.cli import main
+from medsweep.objectives import DataError, TrialConfig
+from medsweep.objectives.evaluation import SEEN_IMAGES_KEY, evaluate_model, open_labeled, seen_image_hashes, seen_images
+from medsweep.objectives.model import save_model
+from medsweep.search.cli import main
 
 
 @pytest.fixture
 def model_and_folder(tmp_path: Path, image_folder: Path) -> tuple[Path, Path, list[Path]]:
     """A model whose metadata says 8 images trained it and 4 selected it (copies under other names)."""
-    from objectives import build_model
+    from medsweep.objectives.model import build_model
 
     files = open_labeled(image_folder, ["abdomen", "chest x-ray"])
     trained, selected = list(files.paths[:4]) + list(files.paths[12:16]), [files.paths[4], files.paths[16],
@@ -36,7 +37,7 @@ def model_and_folder(tmp_path: Path, image_folder: Path) -> tuple[Path, Path, li
 
 
 def test_seen_images_are_counted_by_content(model_and_folder) -> None:
-    from objectives import read_model_metadata
+    from medsweep.objectives.model import read_model_metadata
 
     path, folder, _ = model_and_folder
     seen = seen_images(read_model_metadata(path), open_labeled(folder, ["abdomen", "chest x-ray"]))

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from objectives import DataError, check_images, example_rows, overlay, png_data_uri
+from medsweep.objectives import DataError
+from medsweep.objectives.evaluation import check_images, example_rows, overlay, png_data_uri
 
 SIZE = 48
 SQUARE = 14
@@ -34,7 +35,9 @@ def square_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.nda
     random MobileNet's vanish), its head trained 3 epochs (seeded) to tell squares from none."""
     from PIL import Image
 
-    from objectives import TrialConfig, TrialData, save_model, train_trial
+    from medsweep.objectives import TrialConfig, train_trial
+    from medsweep.objectives.images import TrialData
+    from medsweep.objectives.model import save_model
 
     images, labels, _ = _square_images(96, seed=0)
     config = TrialConfig(backbone="VGG19", image_size=SIZE, weights="none", learning_rate=1e-3, epochs=3,
@@ -51,7 +54,8 @@ def square_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.nda
 
 @pytest.mark.slow
 def test_heatmap_is_higher_over_the_square_that_decides_the_class(square_model) -> None:
-    from objectives import grad_cam, load_model
+    from medsweep.objectives.evaluation import grad_cam
+    from medsweep.objectives.model import load_model
 
     path, images, labels, corners = square_model
     model, _ = load_model(path)
@@ -74,14 +78,15 @@ def test_heatmap_is_higher_over_the_square_that_decides_the_class(square_model) 
     found = sum(highlighted(explanations[i].heatmap, masks[i]) for i in with_square)
     assert found >= len(with_square) - 1, f"square highlighted in {found}/{len(with_square)} images"
     # A temperature layer softens the probabilities but leaves the map alone (the logit is explained).
-    from objectives import with_temperature
+    from medsweep.objectives.model import with_temperature
 
     softened = grad_cam(with_temperature(model, 2.0), images[with_square], class_index=1)
     for calibrated, index in zip(softened, with_square):
         np.testing.assert_allclose(calibrated.heatmap, explanations[index].heatmap, atol=1e-5)
         assert abs(calibrated.probabilities[1] - 0.5) <= abs(explanations[index].probabilities[1] - 0.5) + 1e-6
     # The same architecture untrained does not pass: the map comes from what training taught.
-    from objectives import TrialConfig, build_model
+    from medsweep.objectives import TrialConfig
+    from medsweep.objectives.model import build_model
 
     untrained = build_model(TrialConfig(backbone="VGG19", image_size=SIZE, weights="none", seed=0), 2)
     untrained_maps = grad_cam(untrained, images[with_square], class_index=1)
@@ -92,7 +97,7 @@ def test_heatmap_is_higher_over_the_square_that_decides_the_class(square_model) 
 def test_explain_files_writes_one_overlay_per_image(square_model, tmp_path: Path) -> None:
     from PIL import Image
 
-    from objectives import explain_files
+    from medsweep.objectives.evaluation import explain_files
 
     path, _, _, _ = square_model
     images = [path.parent / "test 0.png", path.parent / "test 1.png"]
@@ -108,7 +113,8 @@ def test_explain_files_writes_one_overlay_per_image(square_model, tmp_path: Path
 
 @pytest.mark.slow
 def test_example_overlays_fill_the_reports_three_rows(square_model) -> None:
-    from objectives import example_overlays, load_model
+    from medsweep.objectives.evaluation import example_overlays
+    from medsweep.objectives.model import load_model
 
     path, images, labels, _ = square_model
     model, _ = load_model(path)
@@ -153,7 +159,7 @@ def test_explain_and_evaluate_plot_commands(square_model, tmp_path: Path) -> Non
     from click.testing import CliRunner
     from PIL import Image
 
-    from search.cli import main
+    from medsweep.search.cli import main
 
     path, _, _, _ = square_model
     images = [str(path.parent / "test 0.png"), str(path.parent / "test 3.png")]
@@ -190,7 +196,7 @@ def test_explain_errors_are_one_line_and_come_before_tensorflow(tmp_path: Path) 
     script = f"""
 import sys
 from click.testing import CliRunner
-from search.cli import main
+from medsweep.search.cli import main
 runner = CliRunner()
 for images in ([{str(good)!r}, {str(tmp_path / 'nowhere.png')!r}], [{str(broken)!r}]):
     result = runner.invoke(main, ["explain", {str(tmp_path / 'model.keras')!r}, *images, "-o", {str(tmp_path / 'o')!r}])

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from objectives import ArrayCache, ConfigError, DataSpec, ImageDataset, TrialConfig, train_trial
+from medsweep.objectives import ConfigError, TrialConfig, train_trial
+from medsweep.objectives.images import ArrayCache, DataSpec, ImageDataset
 from tests.conftest import SHARED_WEIGHTS
 
 # Same data, seed and config: per-epoch losses within LOSS_TOLERANCE, final AUC within AUC_TOLERANCE.
@@ -106,7 +107,7 @@ def test_reused_compiled_head_starts_every_trial_afresh(image_folder: Path, tmp_
 
 
 def test_key_follows_weights_file_content_alpha_and_backbone(tmp_path: Path) -> None:
-    from objectives._cached_features import feature_key
+    from medsweep.objectives.training import feature_key
 
     weights = tmp_path / "weights.h5"
     weights.write_bytes(b"\x89HDF\r\n\x1a\n" + b"0" * 100)
@@ -250,8 +251,8 @@ def test_two_stage_fine_tuning_starts_from_the_cached_head(image_folder: Path, t
                                              (3, [0, 1, 1, 0, 1, 0, 0, 1, 1, 0])])
 @pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
 def test_per_epoch_validation_metrics_equal_scikit_learn(classes: int, labels: list[int]) -> None:
-    from objectives import classification_metrics
-    from objectives._metrics import epoch_metrics
+    from medsweep.objectives.metrics import classification_metrics
+    from medsweep.objectives.metrics import epoch_metrics
 
     rng = np.random.default_rng(classes)
     outputs = rng.random((len(labels), 1 if classes == 2 else classes))
@@ -275,8 +276,8 @@ def test_new_fields_are_validated_with_their_name(field: str, value: Any) -> Non
 
 
 def test_worker_options_mixed_precision_is_off_on_cpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from objectives import set_worker_options
-    from objectives._runtime import apply_precision_policy, gpu_available, jit_compile_setting
+    from medsweep.objectives.training import set_worker_options
+    from medsweep.objectives.training import apply_precision_policy, gpu_available, jit_compile_setting
 
     for name in ("MEDSWEEP_CACHE_DIR", "MEDSWEEP_MIXED_PRECISION", "MEDSWEEP_XLA"):
         monkeypatch.delenv(name, raising=False)

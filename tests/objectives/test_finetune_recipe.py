@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from objectives import ConfigError, TrialConfig
-from objectives._data import TrialData
+from medsweep.objectives import ConfigError, TrialConfig
+from medsweep.objectives.images import TrialData
 from tests.conftest import SHARED_WEIGHTS
 
 REAL_WEIGHTS = (SHARED_WEIGHTS / "mobilenet_2_5_224_tf_no_top.h5").is_file()
@@ -31,7 +31,7 @@ def _fit_tiny_backbone(batchnorm: str) -> tuple[float, float]:
     Keras guide writes it, trained two epochs: (moving mean change, scale change)."""
     import keras
 
-    from objectives._model import set_trainable_layers
+    from medsweep.objectives.model import set_trainable_layers
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 3))
@@ -80,7 +80,7 @@ def test_backbone_learns_at_its_factor_of_the_head_rate() -> None:
     learning_rate x backbone_lr_factor, the head's by learning_rate."""
     import keras
 
-    from objectives._model import build_model
+    from medsweep.objectives.model import build_model
 
     config = TrialConfig(backbone="MobileNet", alpha=0.25, weights="none", image_size=32, learning_rate=1e-3,
                          fine_tune_fraction=1.0, backbone_lr_factor=0.1, augmentation=False, batch_size=4)
@@ -126,7 +126,7 @@ def test_near_black_images_barely_move_pretrained_features() -> None:
     between images by a tiny share of their size, which minmax rescaling restores."""
     import keras
 
-    from objectives._model import build_backbone, pooled_trunk
+    from medsweep.objectives.model import build_backbone, pooled_trunk
 
     images, _ = near_black_images(16)
 
@@ -144,7 +144,7 @@ def test_near_black_images_barely_move_pretrained_features() -> None:
 @needs_weights
 @pytest.mark.slow
 def test_near_black_fine_tune_is_caught_and_minmax_learns() -> None:
-    from objectives import train_trial
+    from medsweep.objectives import train_trial
 
     x_train, y_train = near_black_images(48, seed=0)
     x_val, y_val = near_black_images(24, seed=1)
@@ -157,7 +157,7 @@ def test_near_black_fine_tune_is_caught_and_minmax_learns() -> None:
 
 
 def test_constant_output_warning_names_the_fix() -> None:
-    from objectives._train import constant_output_warning, output_spread
+    from medsweep.objectives.metrics import constant_output_warning, output_spread
 
     warning = constant_output_warning(np.full((10, 1), 0.4))
     assert warning.startswith("outputs constant (spread ") and "across 10 validation images" in warning

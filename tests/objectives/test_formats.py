@@ -10,18 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from objectives import DataError, DataSpec, ImageDataset, decode_image, scan_image_folder
-from objectives._formats import (
-    HIDDEN,
-    MULTI_FRAME,
-    MULTI_PAGE_TIFF,
-    NO_PIXELS,
-    NOT_AN_IMAGE,
-    UNSUPPORTED_SYNTAX,
-    Decoding,
-    check_file,
-    parse_window,
-)
+from medsweep.objectives import DataError
+from medsweep.objectives.images import DataSpec, ImageDataset, decode_image, scan_image_folder
+from medsweep.objectives.images import HIDDEN, NOT_AN_IMAGE, Decoding
+from medsweep.objectives.images._formats import MULTI_FRAME, MULTI_PAGE_TIFF, NO_PIXELS, UNSUPPORTED_SYNTAX, check_file, parse_window
 
 from ..dicom_files import BIRTH_DATE, PATIENT_NAME, write_dicom, write_dicom_folder
 
@@ -230,7 +222,8 @@ def test_decoded_images_on_disk_are_keyed_on_the_window(tmp_path: Path, monkeypa
 
 
 def test_feature_cache_never_serves_features_of_another_window(tmp_path: Path) -> None:
-    from objectives import ArrayCache, TrialConfig, train_trial
+    from medsweep.objectives import TrialConfig, train_trial
+    from medsweep.objectives.images import ArrayCache
 
     root = write_dicom_folder(tmp_path / "dicom", patients_per_class=3, images_per_patient=2)
     config = TrialConfig(backbone="VGG19", weights="none", image_size=32, augmentation=False, epochs=1,
@@ -269,7 +262,7 @@ def test_voi_lut_sequence_is_applied(tmp_path: Path) -> None:
 
 
 def test_manifest_rows_naming_unreadable_files_are_reported_like_folders(tmp_path: Path) -> None:
-    from objectives import read_manifest
+    from medsweep.objectives.images import read_manifest
 
     root = write_dicom_folder(tmp_path / "dicom", patients_per_class=2, images_per_patient=5)
     write_dicom(root / "cine.dcm", np.zeros((8, 8)), frames=2)
@@ -288,7 +281,8 @@ def test_manifest_rows_naming_unreadable_files_are_reported_like_folders(tmp_pat
 def test_reading_an_invalid_header_prints_no_header_value(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     import warnings
 
-    from objectives._formats import _silence_pydicom, dicom_group_ids
+    from medsweep.objectives.images import dicom_group_ids
+    from medsweep.objectives.images._formats import _silence_pydicom
 
     long_id = "X" * 70 + PATIENT_NAME  # longer than VR LO allows (pydicom 3.0 warns on writing it, not reading)
     path = write_dicom(tmp_path / "odd.dcm", np.zeros((8, 8)), patient_id=long_id)

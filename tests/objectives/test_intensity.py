@@ -9,14 +9,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from objectives import ConfigError, DataSpec, ImageDataset, TrialConfig, train_trial
+from medsweep.objectives import ConfigError, TrialConfig, train_trial
+from medsweep.objectives.images import DataSpec, ImageDataset
 from tests.conftest import SHARED_WEIGHTS
 
 MOBILENET_WEIGHTS = SHARED_WEIGHTS / "mobilenet_2_5_224_tf_no_top.h5"
 
 
 def _rescale(mode: str, images: np.ndarray) -> np.ndarray:
-    from objectives._layers import IntensityRescale
+    from medsweep.objectives.model import IntensityRescale
 
     return np.asarray(IntensityRescale(mode)(images.astype(np.float32)))
 
@@ -55,8 +56,8 @@ def test_raw_changes_nothing() -> None:
 
 
 def test_intensity_is_validated_searchable_and_a_feature_cache_key_part() -> None:
-    from objectives import check_config_value, config_field_type
-    from objectives._cached_features import feature_key
+    from medsweep.objectives.config import check_config_value, config_field_type
+    from medsweep.objectives.training import feature_key
 
     with pytest.raises(ConfigError, match="intensity must be one of raw, minmax, percentile"):
         TrialConfig.from_dict({"intensity": "zscore"})
@@ -70,14 +71,14 @@ def test_intensity_is_validated_searchable_and_a_feature_cache_key_part() -> Non
 
 
 def test_search_space_samples_intensity_as_a_choice() -> None:
-    from search.study._space import Categorical, SearchSpace
+    from medsweep.search.study._space import Categorical, SearchSpace
 
     space = SearchSpace({"backbone": "VGG19", "intensity": ["raw", "minmax", "percentile"]})
     assert space.parameters["intensity"] == Categorical(("raw", "minmax", "percentile"))
 
 
 def test_saved_model_keeps_the_layer(tmp_path: Path) -> None:
-    from objectives import build_model, load_model, save_model
+    from medsweep.objectives.model import build_model, load_model, save_model
 
     config = TrialConfig(backbone="MobileNet", alpha=0.25, image_size=32, weights="none", intensity="percentile")
     model = build_model(config, 2)
@@ -136,7 +137,7 @@ def test_minmax_separates_near_black_images_that_raw_cannot(tmp_path: Path) -> N
 
 @pytest.mark.parametrize("shape", [(3, 32, 32, 3), (2, 224, 224, 3), (1, 5, 5, 1)])
 def test_percentiles_equal_numpy_at_any_size(shape: tuple[int, ...]) -> None:
-    from objectives._layers import _percentiles
+    from medsweep.objectives.model._layers import _percentiles
 
     flat = np.random.default_rng(4).normal(100, 40, (shape[0], int(np.prod(shape[1:])))).astype(np.float32)
     low, high = _percentiles(flat)

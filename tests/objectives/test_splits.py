@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from objectives import DataError, DataSpec, ImageDataset, read_manifest
+from medsweep.objectives import DataError
+from medsweep.objectives.images import DataSpec, ImageDataset, read_manifest
 
 from ..conftest import write_image_folder
 

@@ -7,7 +7,8 @@ import math
 import pytest
 from scipy import stats
 
-from objectives import ConfigError, cheapest, corrected_resampled_t, describe_ties, trials_within_noise
+from medsweep.objectives import ConfigError
+from medsweep.objectives.metrics import cheapest, corrected_resampled_t, describe_ties, trials_within_noise
 
 BEST = [0.90, 0.85, 0.88, 0.92, 0.87]
 # differences 0.02, 0.01, 0.03, 0.02, 0.01: mean 0.018, sample variance 0.00028 / 4 = 0.00007

@@ -7,16 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from objectives import (
-    BackboneError,
-    DataSpec,
-    ImageDataset,
-    TrialConfig,
-    predict_files,
-    read_model_metadata,
-    save_model,
-    train_trial,
-)
+from medsweep.objectives import BackboneError, TrialConfig, train_trial
+from medsweep.objectives.evaluation import predict_files
+from medsweep.objectives.images import DataSpec, ImageDataset
+from medsweep.objectives.model import read_model_metadata, save_model
 
 from ..conftest import SHARED_DATA, SHARED_WEIGHTS
 
@@ -52,7 +46,7 @@ def test_augmented_three_class_model_saves_and_predicts(three_class_folder: Path
 
 
 def test_fine_tuning_unfreezes_top_layers_only() -> None:
-    from objectives import build_model
+    from medsweep.objectives.model import build_model
 
     model = build_model(TrialConfig(backbone="MobileNet", alpha=0.25, image_size=32, weights="none",
                                     fine_tune_fraction=0.25), 2)
@@ -64,7 +58,7 @@ def test_fine_tuning_unfreezes_top_layers_only() -> None:
 
 
 def test_missing_weights_file_names_the_expected_file(tmp_path: Path) -> None:
-    from objectives import build_model
+    from medsweep.objectives.model import build_model
 
     config = TrialConfig(backbone="MobileNet", alpha=0.25, image_size=64, weights=str(tmp_path))
     with pytest.raises(BackboneError, match="mobilenet_2_5_224_tf_no_top.h5"):
@@ -72,7 +66,7 @@ def test_missing_weights_file_names_the_expected_file(tmp_path: Path) -> None:
 
 
 def test_wrong_weights_file_is_a_clear_error(tmp_path: Path) -> None:
-    from objectives import build_model
+    from medsweep.objectives.model import build_model
 
     bogus = tmp_path / "weights.h5"
     bogus.write_bytes(b"not hdf5")
@@ -83,7 +77,7 @@ def test_wrong_weights_file_is_a_clear_error(tmp_path: Path) -> None:
 @pytest.mark.skipif(not (SHARED_WEIGHTS / "mobilenet_2_5_224_tf_no_top.h5").is_file(),
                     reason="../shared/weights is absent (real MobileNet ImageNet weights)")
 def test_real_mobilenet_weights_load_from_a_folder() -> None:
-    from objectives import build_model
+    from medsweep.objectives.model import build_model
 
     model = build_model(TrialConfig(backbone="MobileNet", alpha=0.25, image_size=96, weights=str(SHARED_WEIGHTS)), 2)
     base = next(layer for layer in model.layers if layer.name.startswith("mobilenet"))

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from objectives import TrialConfig, plan_trial
+from medsweep.objectives import TrialConfig
+from medsweep.objectives.model import plan_trial
 
 FROZEN = TrialConfig(backbone="VGG19", weights="none", image_size=32, augmentation=False)
 

@@ -9,21 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from objectives import (
-    CandidateScore,
-    ConfigError,
-    DataError,
-    DataSpec,
-    ImageDataset,
-    TrialConfig,
-    linear_probe_score,
-    logme_score,
-    rank_candidates,
-    ranking_table,
-    shortlist,
-    train_trial,
-)
-from objectives._transferability import _target_evidence
+from medsweep.objectives import ConfigError, DataError, TrialConfig, train_trial
+from medsweep.objectives.evaluation import CandidateScore, linear_probe_score, logme_score, rank_candidates, ranking_table, shortlist
+from medsweep.objectives.images import DataSpec, ImageDataset
+from medsweep.objectives.evaluation._transferability import _target_evidence
 from tests.conftest import SHARED_DATA, SHARED_WEIGHTS
 
 

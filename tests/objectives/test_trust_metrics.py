@@ -6,17 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from objectives import (
-    ConfigError,
-    TrialConfig,
-    bootstrap_intervals,
-    class_weights,
-    classification_metrics,
-    cv_summary,
-    oversample_indices,
-    parse_objective,
-    sensitivity_at_specificity,
-)
+from medsweep.objectives import ConfigError, TrialConfig
+from medsweep.objectives.metrics import bootstrap_intervals, classification_metrics, cv_summary, parse_objective, sensitivity_at_specificity
+from medsweep.objectives.training import class_weights, oversample_indices
 
 # 10 negatives, 10 positives; scores chosen so the answers can be read off by hand
 NEGATIVE_SCORES = [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.9]

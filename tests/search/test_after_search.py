@@ -17,8 +17,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from search.cli import main
-from storage import open_storage
+from medsweep.search.cli import main
+from medsweep.storage import open_storage
 
 from ..conftest import write_image_folder
 
@@ -76,7 +76,7 @@ def test_ties_are_marked_in_status_export_and_report(tied_study: str, tmp_path: 
     assert cheap.startswith("exported trial 1 "), cheap  # trial 3 is cheaper but not within noise
     cheap_document = yaml.safe_load((tmp_path / "cheap.yaml").read_text())
     assert cheap_document["trial"] == 1 and "cheapest" in cheap_document["search"]["selected_how"]
-    from search._model_card import render_model_card
+    from medsweep.search._model_card import render_model_card
 
     assert "retrains trial 1, the cheapest (by wall-clock seconds) of the best trial 0" in render_model_card(
         {"search": {**cheap_document["search"], "selected_trial": 1}})
@@ -125,7 +125,7 @@ batch_size: [8]
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | str]:
-    from search.workers._worker import run_worker
+    from medsweep.search.workers._worker import run_worker
 
     root = tmp_path_factory.mktemp("after")
     data = write_image_folder(root / "data", {"abdomen": 16, "chest x-ray": 16})
@@ -153,7 +153,7 @@ def test_trials_record_calibration_and_status_tests_ties(searched: dict) -> None
 
 @pytest.mark.slow
 def test_final_calibrated_model_card_evaluate_test_and_report(searched: dict, tmp_path: Path) -> None:
-    from objectives import read_model_metadata
+    from medsweep.objectives.model import read_model_metadata
 
     url, data = searched["url"], searched["data"]
     export = tmp_path / "best.yaml"

@@ -15,10 +15,10 @@ import yaml
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
-from objectives import read_model_metadata
-from search import run_worker
-from search.cli import main
-from storage import open_storage
+from medsweep.objectives.model import read_model_metadata
+from medsweep.search import run_worker
+from medsweep.search.cli import main
+from medsweep.storage import open_storage
 
 CV_SPACE = """\
 backbone: VGG19
@@ -201,8 +201,8 @@ def test_create_from_a_manifest_with_patient_pattern_reports_groups(tmp_path: Pa
 def test_worker_finds_a_moved_manifest_study(tmp_path: Path, image_folder: Path) -> None:
     import shutil
 
-    from search import load_study
-    from search.workers._worker import open_dataset
+    from medsweep.search import load_study
+    from medsweep.search.workers._worker import open_dataset
 
     storage = f"sqlite:///{tmp_path / 'm.db'}"
     rows = ["path,label"] + [f"{path.relative_to(image_folder).as_posix()},{path.parent.name}"

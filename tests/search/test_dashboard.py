@@ -18,7 +18,7 @@ import optuna
 import pytest
 
 from bench.report import build_synthetic_study
-from storage import open_storage
+from medsweep.storage import open_storage
 from tests.conftest import POSTGRES_URL
 from tests.conftest import _new_postgres_database as new_postgres_database
 
@@ -54,7 +54,7 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, o
     port = _free_port()
     log = (tmp_path / "dashboard.log").open("w")
     env = {**os.environ, "MEDSWEEP_STORAGE": postgres_url}
-    server = subprocess.Popen([sys.executable, "-m", "search.cli", "dashboard", "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "medsweep.search.cli", "dashboard", "--port", str(port)],
                               stdout=log, stderr=subprocess.STDOUT, env=env, cwd=Path(__file__).resolve().parents[2])
     base = f"http://127.0.0.1:{port}"
     try:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from objectives._formats import HIDDEN, NOT_AN_IMAGE
+from medsweep.objectives.images import HIDDEN, NOT_AN_IMAGE
 
 from ..dicom_files import BIRTH_DATE, PATIENT_NAME, write_dicom_folder
 from .test_workflow import WORKFLOW_SPACE, medsweep
@@ -93,7 +93,7 @@ def test_dicom_study_end_to_end_without_identifying_tags(tmp_path: Path) -> None
 def test_create_refuses_a_mostly_unreadable_folder_and_stores_nothing(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from search.cli import main
+    from medsweep.search.cli import main
 
     from ..dicom_files import write_dicom
 

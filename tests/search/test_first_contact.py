@@ -20,7 +20,7 @@ NOISE = re.compile(r"cuda|absl|oneDNN|^I tensorflow|^[IWE]\d{4} |cpu_feature_gua
 
 
 def medsweep(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "search.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "medsweep.search.cli", *args], capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -37,7 +37,7 @@ def run_in_process(args: list[str]) -> tuple[int, str, bool]:
     script = f"""
 import sys
 from click.testing import CliRunner
-from search.cli import main
+from medsweep.search.cli import main
 result = CliRunner().invoke(main, {args!r})
 print(result.exit_code)
 print(result.output.strip().replace(chr(10), ' | '))

@@ -34,7 +34,7 @@ def _fails_with_one_line(done: subprocess.CompletedProcess, *expected: str) -> s
 
 
 def _study_names(url: str) -> list[str]:
-    from storage import open_storage
+    from medsweep.storage import open_storage
 
     return optuna.get_all_study_names(open_storage(url))
 
@@ -139,11 +139,11 @@ def test_decompression_bomb_is_one_line_in_predict_and_evaluate(tmp_path: Path, 
 def test_create_that_loses_the_race_is_one_line(tmp_path: Path, image_folder: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Another `create` inserts the study between this one's existence check and its insert."""
-    from objectives import DataSpec, ImageDataset
-    from search.study import _study
-    from search._errors import StudyError
-    from search.study._space import SearchSpace
-    from storage import open_storage
+    from medsweep.objectives.images import DataSpec, ImageDataset
+    from medsweep.search.study import _study
+    from medsweep.search._errors import StudyError
+    from medsweep.search.study._space import SearchSpace
+    from medsweep.storage import open_storage
 
     url = _sqlite(tmp_path)
     dataset = ImageDataset.open(DataSpec(str(image_folder)))
@@ -160,7 +160,7 @@ def test_simultaneous_creates_leave_one_study_and_one_line_each(tmp_path: Path, 
     space = tmp_path / "space.yaml"
     space.write_text(TINY_SPACE)
     _study_names(url)  # tables exist, as on any storage used before
-    command = [sys.executable, "-m", "search.cli", "create", "same", "--data", str(image_folder),
+    command = [sys.executable, "-m", "medsweep.search.cli", "create", "same", "--data", str(image_folder),
                "--space", str(space), "--storage", url]
     processes = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for _ in range(3)]
@@ -176,8 +176,8 @@ def _study_with_a_finished_trial(url: str, image_folder: Path, tmp_path: Path) -
     space = tmp_path / "space.yaml"
     space.write_text(TINY_SPACE)
     medsweep("create", "s", "--data", str(image_folder), "--space", str(space), storage=url)
-    from search import load_study
-    from storage import open_storage
+    from medsweep.search import load_study
+    from medsweep.storage import open_storage
 
     study, _ = load_study(open_storage(url), "s")
     config = {"backbone": "MobileNet", "alpha": 0.25, "image_size": 32, "weights": "none",
@@ -241,7 +241,7 @@ def test_bad_storage_urls_are_one_line(url: str, words: tuple[str, ...]) -> None
 def test_damaged_decoded_file_is_rebuilt_not_trained_on(image_folder: Path, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch,
                                                        caplog: pytest.LogCaptureFixture) -> None:
-    from objectives import DataSpec, ImageDataset
+    from medsweep.objectives.images import DataSpec, ImageDataset
 
     monkeypatch.setenv("MEDSWEEP_CACHE_DIR", str(tmp_path / "cache"))
     expected = ImageDataset.open(DataSpec(str(image_folder))).arrays(32)
@@ -263,7 +263,7 @@ def test_damaged_decoded_file_is_rebuilt_not_trained_on(image_folder: Path, tmp_
 
 def test_decoded_file_without_its_checksum_is_rebuilt(image_folder: Path, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from objectives import DataSpec, ImageDataset
+    from medsweep.objectives.images import DataSpec, ImageDataset
 
     monkeypatch.setenv("MEDSWEEP_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("MEDSWEEP_MEMORY_LIMIT_MB", "0.01")

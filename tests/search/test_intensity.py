@@ -31,7 +31,7 @@ def _low_range_folder(root: Path, per_class: int = 8, size: int = 40, seed: int 
 
 
 def _medsweep(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "search.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "medsweep.search.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_near_black_folder_is_refused_and_nothing_is_stored(tmp_path: Path) -> None:
@@ -56,8 +56,8 @@ def test_a_few_low_range_images_are_reported_by_name(tmp_path: Path) -> None:
 
 
 def test_intensity_option_is_stored_with_the_study(tmp_path: Path) -> None:
-    from search.study._study import load_study
-    from storage import open_storage
+    from medsweep.search.study._study import load_study
+    from medsweep.storage import open_storage
 
     data = _low_range_folder(tmp_path / "dark")
     url = f"sqlite:///{tmp_path / 'studies.db'}"

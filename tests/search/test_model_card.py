@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from search._model_card import CLAIM_ITEMS, NOT_RECORDED, render_model_card
+from medsweep.search._model_card import CLAIM_ITEMS, NOT_RECORDED, render_model_card
 
 FACTS = {
     "model": {"file": "brain.keras", "created": "2026-11-30", "backbone": "MobileNet", "image_size": 224,
@@ -73,9 +73,10 @@ def test_owner_text_replaces_prompts_and_missing_facts_say_not_recorded() -> Non
 def test_card_facts_from_a_real_dataset_export_document_and_study(tmp_path, image_folder) -> None:
     import optuna
 
-    from objectives import DataSpec, ImageDataset, SEEN_IMAGES_KEY, final_model_seen_images, open_labeled, seen_images
-    from search._model_card import card_facts, search_facts
-    from search.study._study import StudySettings
+    from medsweep.objectives.evaluation import SEEN_IMAGES_KEY, final_model_seen_images, open_labeled, seen_images
+    from medsweep.objectives.images import DataSpec, ImageDataset
+    from medsweep.search._model_card import card_facts, search_facts
+    from medsweep.search.study._study import StudySettings
 
     spec = DataSpec(str(image_folder), cv=2, test_fraction=0.25, split_seed=0)
     dataset = ImageDataset.open(spec)

@@ -8,12 +8,12 @@ import pytest
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
-from objectives import TrialConfig
-from search.study._paper import BASELINE_ATTR, admit_baselines, survey_baselines
-from search.study._space import SearchSpace
-from search.study._study import load_study
-from search.cli import main
-from storage import open_storage
+from medsweep.objectives import TrialConfig
+from medsweep.search.study._paper import BASELINE_ATTR, admit_baselines, survey_baselines
+from medsweep.search.study._space import SearchSpace
+from medsweep.search.study._study import load_study
+from medsweep.search.cli import main
+from medsweep.storage import open_storage
 
 SURVEY = {(b, lr, e) for b in ("InceptionV3", "DenseNet201", "ResNet152V2", "Xception", "VGG19")
           for lr, e in ((1e-4, 20), (1e-5, 40))}

@@ -10,10 +10,9 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from search import SearchSpace, WorkerError
-from search.workers._budget import WallBudget, parse_duration
-from search.workers._plan import (PARTIAL_FRACTION, PROMOTED_FROM, STAGE, StagePlan, ranking_candidates,
-                                  ranking_lines, stage_of)
+from medsweep.search import SearchSpace, WorkerError
+from medsweep.search.workers._budget import WallBudget, parse_duration
+from medsweep.search.workers._plan import PARTIAL_FRACTION, PROMOTED_FROM, STAGE, StagePlan, ranking_candidates, ranking_lines, stage_of
 
 SPACE = SearchSpace.default({"backbone": ["MobileNet", "MobileNetV2"]})
 DISTRIBUTIONS = {"fine_tune_fraction": CategoricalDistribution([0.0, 0.3, 1.0]),

@@ -10,8 +10,8 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from search import _record as record
-from search.results._status import trial_rows
+from medsweep.search import _record as record
+from medsweep.search.results._status import trial_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,7 +38,7 @@ def test_epochs_trained_counts_the_longest_curve_and_never_folds() -> None:
 
 
 def test_status_and_report_count_epochs_the_same_way() -> None:
-    from search.report._report import compute_summary
+    from medsweep.search.report._report import compute_summary
 
     trials = [_trial(0, user_attrs={"history": {"loss": [1.0] * 3, "val_auc": [0.5] * 3}}, steps=3),
               _trial(1, user_attrs={"history": {"loss": [1.0, 0.9], "val_loss": [1.0, 0.9]},

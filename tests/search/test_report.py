@@ -15,10 +15,10 @@ from click.testing import CliRunner
 from optuna.trial import TrialState
 
 from bench.report import build_synthetic_study
-from search.report._report import build_report, write_report
-from search.study._study import load_study
-from search.cli import main
-from storage import open_storage
+from medsweep.search.report._report import build_report, write_report
+from medsweep.search.study._study import load_study
+from medsweep.search.cli import main
+from medsweep.storage import open_storage
 from tests.conftest import POSTGRES_URL
 from tests.conftest import _new_postgres_database as new_postgres_database
 
@@ -205,7 +205,7 @@ batch_size: [8]
 def test_report_of_a_trained_study(tmp_path: Path, image_folder: Path) -> None:
     """Real trials (VGG19, random weights, 32 px): the report draws the best trial's confusion
     matrix and ROC curve from what the worker recorded."""
-    from search.workers._worker import run_worker
+    from medsweep.search.workers._worker import run_worker
 
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     space = tmp_path / "space.yaml"
@@ -234,7 +234,7 @@ def test_report_of_a_trained_study(tmp_path: Path, image_folder: Path) -> None:
 def test_roc_curve_points_are_thinned_and_binary_only() -> None:
     import numpy as np
 
-    from objectives import roc_curve_points
+    from medsweep.objectives.metrics import roc_curve_points
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 500)

@@ -5,7 +5,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search import DEFAULT_SPACE, SearchSpace, SpaceError
+from medsweep.search import DEFAULT_SPACE, SearchSpace, SpaceError
 
 
 def test_default_space_is_the_issues() -> None:

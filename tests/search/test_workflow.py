@@ -13,9 +13,9 @@ import yaml
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
-from search import create_study, load_study, run_worker
-from search.cli import main
-from storage import open_storage
+from medsweep.search import create_study, load_study, run_worker
+from medsweep.search.cli import main
+from medsweep.storage import open_storage
 
 from ..conftest import write_image_folder
 from .test_first_contact import NOISE
@@ -32,7 +32,7 @@ batch_size: [8]
 
 
 def medsweep(*args: str, storage: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "search.cli", *args]
+    command = [sys.executable, "-m", "medsweep.search.cli", *args]
     if storage:
         command += ["--storage", storage]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
@@ -46,7 +46,7 @@ def test_create_two_workers_export_train_predict(storage_url: str, image_folder:
     assert created.returncode == 0, created.stderr
     assert "24 images" in created.stdout
 
-    workers = [subprocess.Popen([sys.executable, "-m", "search.cli", "worker", "wf", "--n-trials", "4",
+    workers = [subprocess.Popen([sys.executable, "-m", "medsweep.search.cli", "worker", "wf", "--n-trials", "4",
                                  "--storage", storage_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(2)]
     outputs = [w.communicate(timeout=600) for w in workers]
@@ -101,8 +101,8 @@ def test_create_two_workers_export_train_predict(storage_url: str, image_folder:
 
 
 def test_pruning_stops_a_trial_below_the_median(tmp_path: Path, image_folder: Path) -> None:
-    from objectives import DataSpec, ImageDataset
-    from search import SearchSpace
+    from medsweep.objectives.images import DataSpec, ImageDataset
+    from medsweep.search import SearchSpace
 
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     space = SearchSpace.default({"backbone": ["VGG19", "MobileNet"], "image_size": 32, "weights": "none",
@@ -121,8 +121,8 @@ def test_pruning_stops_a_trial_below_the_median(tmp_path: Path, image_folder: Pa
 
 
 def test_a_diverging_trial_is_pruned_with_its_reason_and_the_search_goes_on(tmp_path: Path, image_folder: Path) -> None:
-    from objectives import DataSpec, ImageDataset
-    from search import SearchSpace
+    from medsweep.objectives.images import DataSpec, ImageDataset
+    from medsweep.search import SearchSpace
 
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     space = SearchSpace.default({"backbone": "VGG19", "image_size": 32, "weights": "none", "augmentation": False,
@@ -201,7 +201,7 @@ def test_commands_that_do_not_train_never_import_tensorflow(tmp_path: Path, imag
     script = f"""
 import sys
 from click.testing import CliRunner
-from search.cli import main
+from medsweep.search.cli import main
 runner = CliRunner()
 assert runner.invoke(main, ["--help"]).exit_code == 0
 assert runner.invoke(main, ["create", "s", "--data", {str(image_folder)!r}, "--space", {str(tiny_space_file)!r}, "--storage", {storage!r}]).exit_code == 0

@@ -8,7 +8,7 @@ import optuna
 import pytest
 from sqlalchemy.engine import make_url
 
-from storage import StorageError, check_storage, mask_url, open_storage, resolve_storage_url
+from medsweep.storage import StorageError, check_storage, mask_url, open_storage, resolve_storage_url
 
 
 def test_mask_url_hides_password() -> None:
@@ -69,7 +69,7 @@ def test_wrong_password_and_missing_database(postgres_url: str) -> None:
     ("postgresql+psycopg2://ann:pw/with/slash@db:5432/studies", "slash"),
 ])
 def test_mask_url_hides_query_passwords_and_unencoded_at_signs(url: str, secret: str) -> None:
-    from storage import mask_secrets
+    from medsweep.storage import mask_secrets
 
     masked = mask_url(url)
     assert secret not in masked and "db:5432/studies" in masked, masked
@@ -86,8 +86,8 @@ def test_outage_reports_the_connection_error_not_optunas_commit_guess(tmp_path: 
     """A database that goes away mid-run: the message says what the driver said."""
     from optuna.exceptions import StorageInternalError
 
-    from storage import explain_storage_error, is_unreachable
-    from storage._resilient import ResilientRDBStorage
+    from medsweep.storage import explain_storage_error, is_unreachable
+    from medsweep.storage._resilient import ResilientRDBStorage
 
     from ..workers.conftest import start_private_server
 

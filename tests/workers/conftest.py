@@ -116,7 +116,7 @@ def medsweep(*args: str, storage: str, timeout: float = 300, check: bool = True,
              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the real CLI in a new process (storage URL in the environment, as in production)."""
     environment = dict(os.environ, MEDSWEEP_STORAGE=storage, **(env or {}))
-    done = subprocess.run([sys.executable, "-m", "search.cli", *args], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "medsweep.search.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=environment, cwd=REPO)
     if check and done.returncode != 0:
         raise AssertionError(f"medsweep {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
@@ -127,7 +127,7 @@ def start_worker(study: str, *args: str, storage: str, log: Path) -> subprocess.
     """A `medsweep worker` process in the background, output in `log`."""
     environment = dict(os.environ, MEDSWEEP_STORAGE=storage)
     handle = open(log, "w")
-    return subprocess.Popen([sys.executable, "-m", "search.cli", "worker", study, *args], stdout=handle,
+    return subprocess.Popen([sys.executable, "-m", "medsweep.search.cli", "worker", study, *args], stdout=handle,
                             stderr=subprocess.STDOUT, env=environment, cwd=REPO)
 
 

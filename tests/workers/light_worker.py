@@ -32,8 +32,8 @@ def light_objective(step_seconds: float, stop: Callable[[], bool] | None = None,
                     budget: Any = None) -> Callable[[Any], float]:
     """`steps` "epochs" of `step_seconds`, each reporting an intermediate value; stops like the
     worker's Keras callbacks do when told to or when the wall budget is spent."""
-    from search.workers._budget import BudgetSpent
-    from search.workers._loop import TrialInterrupted
+    from medsweep.search.workers._budget import BudgetSpent
+    from medsweep.search.workers._loop import TrialInterrupted
 
     def objective(trial: Any) -> float:
         x = trial.suggest_float("x", 0.0, 1.0)
@@ -72,7 +72,7 @@ class Pauses:
         """Wrap this storage object's methods (real database calls, with a pause around them)."""
         from optuna.trial import TrialState
 
-        from search.workers._budget import RETRY_ATTR
+        from medsweep.search.workers._budget import RETRY_ATTR
 
         lock, beat = storage.lock, storage.record_heartbeat
         state_values, system_attr = storage.set_trial_state_values, storage.set_trial_system_attr
@@ -130,12 +130,12 @@ def main() -> int:
     args = parser.parse_args()
     import optuna
 
-    from search import USER_ERRORS
-    from search.study._study import make_sampler
-    from search.workers import _loop
-    from search.workers._supervisor import WorkerOptions, open_worker_storage
-    from search.workers._budget import wall_budget
-    from storage import storage_lock
+    from medsweep.search import USER_ERRORS
+    from medsweep.search.study._study import make_sampler
+    from medsweep.search.workers import _loop
+    from medsweep.search.workers._supervisor import WorkerOptions, open_worker_storage
+    from medsweep.search.workers._budget import wall_budget
+    from medsweep.storage import storage_lock
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.hard_stop is not None:

@@ -15,7 +15,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search import make_sampler
+from medsweep.search import make_sampler
 
 from .conftest import start_light_worker, start_private_server
 
@@ -126,7 +126,7 @@ def test_constant_liar_spreads_parallel_workers_apart() -> None:
 def test_retry_limit_and_what_counts_towards_the_budget() -> None:
     """A failed trial handed to a retry stops counting (its retry counts instead); after
     `max_retries` retries the last failure stays failed and counts."""
-    from search.workers._budget import RetryTrial, budget_used, finished_trials
+    from medsweep.search.workers._budget import RetryTrial, budget_used, finished_trials
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study()
@@ -149,8 +149,8 @@ def test_retry_limit_and_what_counts_towards_the_budget() -> None:
 
 
 def test_status_says_which_trial_retries_a_lost_one() -> None:
-    from search import status_report
-    from search.workers._budget import RetryTrial
+    from medsweep.search import status_report
+    from medsweep.search.workers._budget import RetryTrial
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study()

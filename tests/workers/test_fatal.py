@@ -9,8 +9,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from objectives import BackboneError, ConfigError, DataError
-from search.workers._loop import run_trials
+from medsweep.objectives import BackboneError, ConfigError, DataError
+from medsweep.search.workers._loop import run_trials
 
 from .conftest import ONE_EPOCH_SPACE, create_study, medsweep, trials
 

@@ -21,10 +21,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.study._study import make_sampler
-from search.workers._budget import RETRY_ATTR, retried_numbers
-from search.workers._loop import run_trials
-from search.workers._supervisor import WorkerOptions, open_worker_storage
+from medsweep.search.study._study import make_sampler
+from medsweep.search.workers._budget import RETRY_ATTR, retried_numbers
+from medsweep.search.workers._loop import run_trials
+from medsweep.search.workers._supervisor import WorkerOptions, open_worker_storage
 
 from .conftest import LIGHT_WORKER, REPO
 from .light_worker import light_objective

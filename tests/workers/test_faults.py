@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from search import run_worker
-from search.workers._supervisor import WorkerOptions, open_worker_storage
+from medsweep.search import run_worker
+from medsweep.search.workers._supervisor import WorkerOptions, open_worker_storage
 
 from .conftest import (FAST, LONG_SPACE, create_study, start_light_worker, start_worker, training_trial, trials,
                        wait_for)

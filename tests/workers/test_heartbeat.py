@@ -9,7 +9,7 @@ import time
 
 import optuna
 
-from storage import heartbeat, heartbeat_grace, open_storage, stale_trial_ids, storage_lock
+from medsweep.storage import heartbeat, heartbeat_grace, open_storage, stale_trial_ids, storage_lock
 
 
 def test_stale_trials_are_the_silent_and_the_never_beating(storage_url: str) -> None:

@@ -92,7 +92,7 @@ def test_dashboard_binds_localhost_unless_told(tmp_path: Path, host: str | None,
     storage = f"sqlite:///{tmp_path / 'd.db'}"
     optuna.create_study(storage=storage, study_name="d")
     args = ["dashboard", "--port", str(port), "--storage", storage] + (["--host", host] if host else [])
-    server = subprocess.Popen([sys.executable, "-m", "search.cli", *args], cwd=REPO, stdout=subprocess.PIPE,
+    server = subprocess.Popen([sys.executable, "-m", "medsweep.search.cli", *args], cwd=REPO, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60

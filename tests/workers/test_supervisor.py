@@ -14,10 +14,10 @@ import optuna
 import pytest
 from click.testing import CliRunner
 
-from search import WorkerError
-from search.workers._progress import Progress, study_progress
-from search.workers._supervisor import WorkerOptions, WorkerSlot, child_command, detect_gpus, plan_workers
-from search.cli import main
+from medsweep.search import WorkerError
+from medsweep.search.workers._progress import Progress, study_progress
+from medsweep.search.workers._supervisor import WorkerOptions, WorkerSlot, child_command, detect_gpus, plan_workers
+from medsweep.search.cli import main
 
 from .conftest import REPO
 
@@ -76,7 +76,7 @@ def test_worker_cli_reports_a_bad_gpu_list_in_one_line(tmp_path: Path, monkeypat
 def test_child_command_carries_no_storage_url() -> None:
     options = WorkerOptions(n_trials=20, data_dir="/data/x", quiet=True)
     command = child_command("study", options)
-    assert command[:4] == [sys.executable, "-m", "search.cli", "worker"] and "--in-process" in command
+    assert command[:4] == [sys.executable, "-m", "medsweep.search.cli", "worker"] and "--in-process" in command
     assert "--storage" not in command and not any("://" in part for part in command)
     assert command[command.index("--n-trials") + 1] == "20" and "--quiet" in command
 
@@ -86,8 +86,8 @@ def test_supervisor_runs_children_without_importing_tensorflow(tmp_path: Path) -
     study does not exist); the supervisor reports both and never loads TensorFlow itself."""
     script = f"""
 import sys
-from search.workers._supervisor import WorkerOptions, worker_command
-from search import WorkerError
+from medsweep.search.workers._supervisor import WorkerOptions, worker_command
+from medsweep.search import WorkerError
 try:
     worker_command("sqlite:///{tmp_path}/s.db", "missing", WorkerOptions(), workers=2)
 except WorkerError as error:
@@ -197,7 +197,7 @@ def test_stop_request_hears_a_signal_while_the_main_thread_is_busy_and_a_second_
     second SIGTERM ends the process with status 143."""
     script = """
 import hashlib, os, signal, threading, time
-from search.workers._loop import StopRequest
+from medsweep.search.workers._loop import StopRequest
 stop = StopRequest(); stop.install()
 start = time.monotonic(); seen = []
 threading.Thread(target=lambda: (stop.event.wait(), seen.append(time.monotonic() - start))).start()

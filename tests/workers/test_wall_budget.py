@@ -13,12 +13,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search import make_sampler
-from search.workers._budget import DEADLINE_ATTR, STOPPED_BY
+from medsweep.search import make_sampler
+from medsweep.search.workers._budget import DEADLINE_ATTR, STOPPED_BY
 
 from ..conftest import TINY_SPACE
-from search.workers._loop import DEADLINE_GRACE_SECONDS
-from search.workers._plan import STAGE
+from medsweep.search.workers._loop import DEADLINE_GRACE_SECONDS
+from medsweep.search.workers._plan import STAGE
 
 from .conftest import REPO, create_study, medsweep, start_light_worker, start_worker, trials
 
@@ -121,12 +121,12 @@ def test_two_training_workers_keep_a_40_second_budget(storage_url: str, image_fo
 def test_a_budgeted_study_ranks_its_candidates_once(image_folder: Path, tmp_path: Path) -> None:
     """The first worker ranks every (backbone, weights, size) candidate on cached features and
     stores the table; a second worker reuses it; `status` shows it."""
-    from objectives import ImageDataset
-    from search import SearchSpace, create_study as create, load_study
-    from search.study._data import make_data_spec
-    from storage import storage_lock
-    from search.workers._plan import TRANSFERABILITY, prepare_plan
-    from storage import open_storage
+    from medsweep.objectives.images import ImageDataset
+    from medsweep.search import SearchSpace, create_study as create, load_study
+    from medsweep.search.study._data import make_data_spec
+    from medsweep.storage import storage_lock
+    from medsweep.search.workers._plan import TRANSFERABILITY, prepare_plan
+    from medsweep.storage import open_storage
 
     storage = open_storage(f"sqlite:///{tmp_path / 'rank.db'}")
     dataset = ImageDataset.open(make_data_spec(str(image_folder)))

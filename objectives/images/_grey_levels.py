@@ -11,7 +11,6 @@ from typing import Sequence
 
 import numpy as np
 
-from ._config import INTENSITIES as INTENSITY_CHOICES  # one list, kept by TrialConfig
 # An image is "low range" below either bound; both are on the 0-255 scale the decoder produces
 # (16-bit images are scaled from their own minimum to maximum first, so they are judged on their own range).
 MIN_GREY_LEVELS = 16

@@ -15,6 +15,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ._array_cache import default_cache_dir
+from ._formats import decode_images
+
 MEMORY_ENV = "MEDSWEEP_MEMORY_LIMIT_MB"
 _logger = logging.getLogger("medsweep.data")
 _CHUNK = 64
@@ -36,8 +39,6 @@ def fits_in_memory(count: int, image_size: int) -> bool:
 
 
 def decoded_folder() -> Path:
-    from ._cache import default_cache_dir
-
     return default_cache_dir() / "decoded"
 
 
@@ -113,8 +114,6 @@ def _write_once(path: Path, count: int, image_size: int,
 def decode_to_disk(paths: Sequence[Path], image_size: int, path: Path, decoding: Any = None) -> np.memmap:
     """Decode `paths` at `image_size` (with `decoding`, a `_formats.Decoding`) into a memory-mapped
     `.npy` file, a chunk at a time; `path` must name the decoding settings (the caller's key)."""
-    from ._formats import decode_images
-
     def fill(array: np.ndarray, start: int, stop: int) -> None:
         array[start:stop] = decode_images(paths[start:stop], image_size, decoding)
 

@@ -2,7 +2,7 @@
 
 A frozen backbone maps each image to the same pooled feature vector in every epoch of every
 trial, so those vectors are computed once per (backbone, weights, image size, alpha, intensity,
-image content, preprocessing) and kept on disk (`_cache.ArrayCache`). This module only produces
+image content, preprocessing) and kept on disk (`images.ArrayCache`). This module only produces
 them; `_train` trains the same head, with the same compile and loop, on them as on images, so a
 cached trial reaches the full model's result up to floating-point round-off (tested).
 
@@ -17,6 +17,7 @@ an approximation of on-the-fly augmentation, which stays available with `augment
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import weakref
 from dataclasses import dataclass
@@ -26,12 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from ._backbones import get_backbone
-from ._cache import ArrayCache, cut_cache_budget, file_sha256
-from ._config import TrialConfig
-from ._data import TrialData
-from ._keras import import_keras
-from ._model import POOLED, BackboneCut, TrialPlan, count_draws
+from .._keras import import_keras
+from ..config import TrialConfig, get_backbone, resolve_weights
+from ..images import ArrayCache, TrialData, cut_cache_budget, file_sha256
+from ..model import POOLED, BackboneCut, TrialPlan, backbone_input, build_backbone, count_draws, pooled_trunk
+from ._pipeline import augmentation_block
+from ._session import extraction_session, release_session
 
 CACHE_FORMAT = 1
 VIEWS_SEED = 0  # augmented views are shared by every trial, whatever its seed
@@ -64,14 +65,10 @@ def _image_hashes(images: np.ndarray) -> np.ndarray:
 def _weights_identity(config: TrialConfig, size: int) -> dict[str, Any]:
     """What the backbone's weights are: none (then the seed decides them), ImageNet (the cached
     file's hash where Keras has it) or a file's SHA-256."""
-    from ._backbones import resolve_weights
-
     backbone = get_backbone(config.backbone)
     if config.weights == "none":
         return {"weights": "none", "seed": config.seed}
     if config.weights == "imagenet":
-        import os
-
         keras_home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser()
         file = keras_home / "models" / backbone.expected_weights_file(size, config.alpha)
         return {"weights": "imagenet", "file": file.name, "sha256": _hash_weights(file) if file.is_file() else None}
@@ -126,14 +123,8 @@ def _compute_features(config: TrialConfig, images: np.ndarray, views: int) -> di
     """The trunk's output (up to the POOLED cut) for `images`, and `views` augmented views of
     each; also how many default seeds building the backbone drew (for the head's start)."""
     keras = import_keras()
-    from ._layers import augmentation_block
-    from ._model import build_backbone, pooled_trunk
-    from ._runtime import use_float32_policy
-
     size = config.resolved_image_size
-    keras.backend.clear_session()
-    use_float32_policy()
-    keras.utils.set_random_seed(config.seed)
+    extraction_session(config.seed)
     before = random.getstate()
     base = build_backbone(config)
     draws = count_draws(before, random.getstate())
@@ -156,7 +147,7 @@ def _compute_features(config: TrialConfig, images: np.ndarray, views: int) -> di
             augmented.append(extractor.predict(view, batch_size=_EXTRACT_BATCH, verbose=0).astype(np.float32))
         arrays["views"] = np.stack(augmented)
     del extractor, base
-    keras.backend.clear_session()
+    release_session()
     return arrays
 
 
@@ -166,9 +157,6 @@ def _compute_cut_outputs(config: TrialConfig, base: Any, cut: BackboneCut, image
     each), through the same intensity and preprocessing layers as the full model, computed with
     the trial's own backbone (its layers below the cut are frozen)."""
     keras = import_keras()
-    from ._layers import augmentation_block
-    from ._model import backbone_input
-
     size = config.resolved_image_size
     inputs = keras.Input(shape=(size, size, 3), name="image")
     lower = keras.Model(base.input, cut.tensor, name="lower_backbone")
@@ -255,7 +243,7 @@ def cached_trunk_outputs(config: TrialConfig, plan: TrialPlan, data: TrialData,
     when the entry would exceed the cut-point cache budget ($MEDSWEEP_CUT_CACHE_MB)."""
     if plan.cut != POOLED:
         if cut is None or base is None:
-            raise ValueError("a cut-point cache needs the trial's backbone and its cut (_model.backbone_cut)")
+            raise ValueError("a cut-point cache needs the trial's backbone and its cut (model.backbone_cut)")
         distinct = len(_image_set(data)[1])
         if cut_entry_bytes(cut, distinct, plan.views) > cut_cache_budget():
             return None

@@ -1,55 +1,25 @@
-"""A trial's model, built in one place: a frozen trunk, a trainable top of the backbone
+"""A trial's Keras model, built in one place: a frozen trunk, a trainable top of the backbone
 (possibly empty) and the template's head (Dense + Dropout, sigmoid for two classes or softmax
-for more), compiled with Adam.
-
-The trunk either runs live inside the model (images in) or is read from the feature cache at a
-cut point, the model then being only what lies above the cut. `plan_trial` is the one place
-that decides which; `build_model` and `build_head` share `add_head`, `compile_model` and
-`set_trial_state`, so a cached trial trains exactly the layers a full one does."""
+for more), compiled with Adam. `build_model` (images in), `build_head` (pooled features in) and
+`build_top_model` (a cut point's outputs in) share `add_head`, `compile_model` and
+`set_trial_state`, so a cached trial trains exactly the layers a full one does. Which of them a
+trial uses is `_trial_plan.plan_trial`'s decision; keeping built models across trials is
+`training`'s session's."""
 
 from __future__ import annotations
 
 import math
 import random
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ._backbones import get_backbone, resolve_weights
-from ._config import TrialConfig
-from ._errors import BackboneError, ConfigError
-from ._keras import import_keras
+from .._errors import BackboneError, ConfigError
+from .._keras import import_keras
+from ..config import TrialConfig, get_backbone, resolve_weights
 
-LIVE = "live"  # the model runs the trunk on every batch of images
-CACHED = "cached"  # the trunk's output is read from the feature cache
-POOLED = "pooled"  # cut after global average pooling: only the head trains
-BACKBONE = "backbone"  # cut inside the backbone: its top `fine_tune_fraction` of layers trains too
 HEAD_LAYERS = ("dense", "output")  # the head's layers with weights, named alike in every model
-
-
-@dataclass(frozen=True)
-class TrialPlan:
-    """How one trial trains: where the trainable part begins (`cut`), where the trunk's output
-    comes from (`trunk`), how training images are augmented, and an optional head-only
-    warm-up trial that runs first and hands its head weights on.
-
-    trunk CACHED with cut BACKBONE is the cut-point cache: the frozen lower backbone's output is
-    read from the cache and the model is the backbone's top above the cut plus the head
-    (`backbone_cut`, `build_top_model`). The cut layer itself is found when the backbone is
-    built; where none fits (or its outputs exceed the size budget), the trial falls back to
-    `plan_trial(config, cut_cache=False)`."""
-
-    trunk: str
-    cut: str
-    augment: bool  # on-the-fly augmentation of the images in the training pipeline
-    views: int  # pre-computed augmented views per image in the cache (0: none)
-    warmup: TrialConfig | None = None
-
-    @property
-    def cached(self) -> bool:
-        return self.trunk == CACHED
 
 
 _MAX_REPLAYED_DRAWS = 200_000
@@ -65,23 +35,6 @@ def count_draws(before: object, after: object) -> int:
         random.randint(1, int(1e9))
     random.setstate(after)  # type: ignore[arg-type]
     return -1
-
-
-def plan_trial(config: TrialConfig, *, cut_cache: bool = True) -> TrialPlan:
-    """The one place that reads `fine_tune_fraction`, `feature_cache`, `augmentation`,
-    `augmented_views` and `frozen_warmup_epochs` to decide how a trial trains. `cut_cache=False`
-    is the fallback when a fine-tuning trial's backbone offers no cacheable cut."""
-    cut = POOLED if config.fine_tune_fraction <= 0 else BACKBONE
-    # Only a frozen trunk gives the same output every epoch; augmentation on the fly changes it
-    # every step, a bounded set of pre-computed views does not. Fine-tuning freezes the lower
-    # backbone, so its output at the cut is cached like pooled features.
-    cached = (config.feature_cache and (cut == POOLED or cut_cache)
-              and (not config.augmentation or config.augmented_views > 0))
-    warmup = None
-    if cut != POOLED and config.frozen_warmup_epochs > 0:
-        warmup = config.replace(fine_tune_fraction=0.0, epochs=config.frozen_warmup_epochs, frozen_warmup_epochs=0)
-    return TrialPlan(trunk=CACHED if cached else LIVE, cut=cut, augment=config.augmentation and not cached,
-                     views=config.augmented_views if cached and config.augmentation else 0, warmup=warmup)
 
 
 def build_backbone(config: TrialConfig) -> Any:
@@ -349,91 +302,6 @@ def initial_head_weights(config: TrialConfig, feature_size: int, num_classes: in
     for _ in range(backbone_draws):
         random.randint(1, int(1e9))
     return head_weights(build_head(config, feature_size, num_classes))
-
-
-# Compiled heads kept per (feature size, units, classes): tracing a head's training step costs
-# more than training it on cached features, so later trials reset it (`set_trial_state`).
-_COMPILED_HEADS: "OrderedDict[tuple[int, int, int], Any]" = OrderedDict()
-_MAX_COMPILED_HEADS = 4
-HEAD_STEPS_PER_EXECUTION = 256  # callbacks act per epoch, so many tiny steps share one call
-
-
-def compiled_head(config: TrialConfig, feature_size: int, num_classes: int) -> Any:
-    """A compiled `build_head` model for cached trunk outputs, reused across trials; the caller
-    sets the trial's state."""
-    key = (feature_size, config.dense_units, num_classes)
-    model = _COMPILED_HEADS.pop(key, None)
-    if model is None:
-        model = build_head(config, feature_size, num_classes)
-        compile_model(model, config, num_classes, steps_per_execution=HEAD_STEPS_PER_EXECUTION)
-    _COMPILED_HEADS[key] = model
-    while len(_COMPILED_HEADS) > _MAX_COMPILED_HEADS:
-        _COMPILED_HEADS.popitem(last=False)
-    return model
-
-
-@dataclass
-class CompiledTop:
-    """A compiled `build_top_model` model kept across trials, its backbone and cut, the weights
-    it was built with, and the default seeds its backbone drew (for the head's start)."""
-
-    model: Any
-    base: Any
-    cut: BackboneCut
-    start: list[np.ndarray]
-    backbone_draws: int
-
-
-# Compiled top models kept per trial shape: building the backbone and tracing a training step
-# cost more than a few epochs above the cut, so later trials of the same backbone, weights, cut
-# and head size reset one (`compiled_top`) instead.
-_COMPILED_TOPS: "OrderedDict[str, CompiledTop]" = OrderedDict()
-_MAX_COMPILED_TOPS = 2
-# Fields that reach a model only through `set_trial_state`, the data pipeline or the cut
-# outputs, so trials differing in them share a compiled top. Any other field (new ones too)
-# is part of the key.
-_TRIAL_STATE_FIELDS = ("learning_rate", "dropout", "epochs", "batch_size", "class_weight", "oversample",
-                       "frozen_warmup_epochs", "augmentation", "augmented_views", "feature_cache", "intensity")
-
-
-def _top_key(config: TrialConfig, num_classes: int, jit_compile: bool | None) -> str:
-    values = config.to_dict()
-    for name in _TRIAL_STATE_FIELDS:
-        values.pop(name, None)
-    if config.weights != "none":  # pretrained: the seed only decides the head's start, replayed
-        values.pop("seed", None)
-    return repr((sorted(values.items()), num_classes, jit_compile))
-
-
-def compiled_top(config: TrialConfig, num_classes: int, jit_compile: bool | None) -> CompiledTop | None:
-    """The compiled top model for a cut-cached trial, at the weights `build_model` would start
-    from with `config.seed` (the caller sets the trial's state); None when the backbone offers
-    no cacheable cut. Built once per trial shape, then reset."""
-    keras = import_keras()
-    key = _top_key(config, num_classes, jit_compile)
-    top = _COMPILED_TOPS.pop(key, None)
-    if top is None:
-        keras.backend.clear_session(free_memory=False)  # keeps the compiled heads and tops
-        keras.utils.set_random_seed(config.seed)
-        before = random.getstate()
-        base = build_backbone(config)
-        draws = count_draws(before, random.getstate())
-        base = set_trainable_layers(base, config.fine_tune_fraction, config.weights != "none", config.batchnorm)
-        cut = backbone_cut(base)
-        if cut is None:
-            return None
-        model = build_top_model(config, base, cut, num_classes)
-        if jit_compile is not None:
-            model.jit_compile = jit_compile
-        top = CompiledTop(model, base, cut, model.get_weights(), draws)
-    else:
-        top.model.set_weights(top.start)
-        feature_size = int(top.model.get_layer("pool").output.shape[-1])
-        set_head_weights(top.model, initial_head_weights(config, feature_size, num_classes, top.backbone_draws))
-    _COMPILED_TOPS[key] = top
-    while len(_COMPILED_TOPS) > _MAX_COMPILED_TOPS:
-        _COMPILED_TOPS.popitem(last=False)
-    return top
 
 
 def with_temperature(model: Any, temperature: float) -> Any:

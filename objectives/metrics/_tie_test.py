@@ -13,7 +13,7 @@ from typing import Hashable, Mapping, Sequence, TypeVar
 
 import numpy as np
 
-from ._errors import ConfigError
+from .._errors import ConfigError
 
 Key = TypeVar("Key", bound=Hashable)
 TIE_TEST = "corrected resampled t-test (Nadeau & Bengio 2003), two-sided"

@@ -11,29 +11,18 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from ._errors import DataError
+from .._errors import DataError
+from ._disk_arrays import decode_to_disk, decoded_folder, fits_in_memory, index_digest, take_to_disk
 from ._files import LabeledFiles
-from ._formats import (
-    OUTSIDE,
-    Decoding,
-    Unread,
-    decode_image,
-    decode_images,
-    decode_workers,
-    dicom_group_ids,
-    list_images,
-    parse_window,
-    refuse_unreadable,
-    summarize_unread,
-    unread_counts,
-)
-
-if TYPE_CHECKING:
-    from ._intensity import IntensityReport
+from ._formats import (GROUP_TAGS, OUTSIDE, Decoding, Unread, decode_image, decode_images, decode_workers,
+                       dicom_group_ids, list_images, parse_window, refuse_unreadable, summarize_unread, unread_counts)
+from ._grey_levels import IntensityReport
+from ._manifest import read_manifest
+from ._splits import assign_groups, plan_splits
 
 _CHECK_SIZE = 64  # decoding size of `create`'s check: enough pixels to count grey levels
 
@@ -175,8 +164,6 @@ class DataSpec:
     def __post_init__(self) -> None:
         object.__setattr__(self, "window", parse_window(self.window))
         if self.group_by is not None:
-            from ._formats import GROUP_TAGS
-
             if self.group_by not in GROUP_TAGS:
                 raise DataError(f"--group-by {self.group_by!r} is not a DICOM grouping tag; use one of "
                                 f"{', '.join(GROUP_TAGS)}")
@@ -259,12 +246,8 @@ class ImageDataset:
 
     @classmethod
     def open(cls, spec: DataSpec) -> "ImageDataset":
-        from ._splits import assign_groups, plan_splits
-
         declared = None
         if spec.manifest:
-            from ._manifest import read_manifest
-
             train, declared = read_manifest(spec.manifest)
             train_root = Path(spec.manifest).expanduser().parent
         else:
@@ -322,8 +305,6 @@ class ImageDataset:
         """Decode every image once (with the study's decoding), so damaged files are reported up
         front, all at once, and measure each one's grey-level range on the way (at 64 px, a few
         hundred images at a time)."""
-        from ._intensity import IntensityReport
-
         failures: list[str] = []
 
         def attempt(path: Path) -> np.ndarray | None:
@@ -352,8 +333,6 @@ class ImageDataset:
 
     def _decode(self, paths: Sequence[Path], image_size: int, part: str) -> np.ndarray:
         """Decoded images in memory, or memory-mapped from disk above the memory budget."""
-        from ._disk_arrays import decode_to_disk, decoded_folder, fits_in_memory
-
         if fits_in_memory(len(paths), image_size):
             return decode_images(paths, image_size, self.spec.decoding)
         # Keyed on the decoding settings too: a changed window never reads stale pixels.
@@ -364,8 +343,6 @@ class ImageDataset:
         """`images[index]`; for images on disk, a contiguous file of its own."""
         if not isinstance(images, np.memmap):
             return images[index]
-        from ._disk_arrays import decoded_folder, index_digest, take_to_disk
-
         name = (f"{self.fingerprint['content_hash'][:16]}-{self.spec.decoding.key()}-{images.shape[1]}-rows-"
                 f"{index_digest(index)}.npy")
         return take_to_disk(images, index, decoded_folder() / name)

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._metrics import classification_metrics
+from ._classification import classification_metrics
 
 CV_INTERVAL_METHOD = "corrected resampled t (Nadeau & Bengio 2003)"
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ._errors import BackboneError
+from .._errors import BackboneError
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from ._data import LabeledFiles, decode_images, file_digests, scan_image_folder
-from ._errors import DataError
-from ._intervals import bootstrap_intervals
-from ._metrics import class_probabilities, classification_metrics
+from .._errors import DataError
+from ..images import (LabeledFiles, decode_images, file_digests, list_images, model_decoding, read_manifest,
+                      scan_image_folder, summarize_unread)
+from ..metrics import bootstrap_intervals, classification_metrics, reliability_diagram
+from ..model import load_model, read_model_metadata
+from ._predict import predict_probabilities
 
 
 # Model metadata key: SHA-256 of the file bytes of every image that trained the model ("trained") and
@@ -101,18 +103,11 @@ def seen_images(metadata: dict[str, Any], files: LabeledFiles, data: str | Path 
     return SeenImages(total, sum(in_trained), sum(in_selected), unseen, known=True)
 
 
-def predict_probabilities(model: Any, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """Class probabilities, (n, classes), for uint8 images already at the model's size."""
-    outputs = model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0)
-    return class_probabilities(outputs)
-
 
 def open_labeled(path: str | Path, class_names: list[str]) -> LabeledFiles:
     """A folder of class subfolders, or a CSV manifest (path,label[,group]), with the model's classes."""
     path = Path(path).expanduser()
     if path.is_file() and path.suffix.lower() == ".csv":
-        from ._manifest import read_manifest
-
         return read_manifest(path, tuple(class_names))[0]
     if path.is_dir():
         present = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -127,8 +122,6 @@ def open_labeled(path: str | Path, class_names: list[str]) -> LabeledFiles:
 def _partial_folder(path: Path, class_names: list[str]) -> LabeledFiles:
     # An evaluation folder may lack a class (e.g. only positives); scan the ones it has.
     present = [name for name in class_names if (path / name).is_dir()]
-    from ._formats import list_images
-
     paths: list[Path] = []
     labels: list[int] = []
     unread = []
@@ -144,9 +137,6 @@ def evaluate_model(model_path: str | Path, data: str | Path, *, resamples: int =
                    exclude_seen: bool = False) -> Evaluation:
     """Predict every image of `data` with the saved model and measure it with bootstrap intervals;
     with `exclude_seen`, only the images that neither trained nor selected the model."""
-    from ._calibration import reliability_diagram
-    from ._train import load_model, read_model_metadata
-
     metadata = read_model_metadata(model_path)
     class_names = list(metadata["class_names"])
     files = open_labeled(data, class_names)
@@ -163,16 +153,12 @@ def evaluate_model(model_path: str | Path, data: str | Path, *, resamples: int =
         files = files.subset(seen.unseen)
     model, _ = load_model(model_path)
     size = int(model.input_shape[1])
-    from ._formats import model_decoding
-
     probabilities = predict_probabilities(model, decode_images(files.paths, size, model_decoding(metadata)))
     labels = np.asarray(files.labels, dtype=np.int64)
     threshold = (metadata.get("threshold") or {}).get("value")
     metrics = classification_metrics(labels, probabilities, class_names, threshold=threshold)
     intervals = bootstrap_intervals(labels, probabilities, class_names, resamples=resamples, seed=seed,
                                     threshold=threshold) if resamples else {}
-    from ._formats import summarize_unread
-
     root = Path(data).expanduser()
     unread = summarize_unread(files.unread, root if root.is_dir() else root.parent) if files.unread else None
     return Evaluation(metrics, intervals, threshold, class_names,

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from ._config import TrialConfig
-from ._data import TrialData
-from ._errors import ConfigError, DataError
+from ..config import TrialConfig
+from ..images import TrialData
+from .._errors import ConfigError, DataError
 
 if TYPE_CHECKING:
-    from ._data import ImageDataset
+    from ..images import ImageDataset
 
 SCORES = ("logme", "linear_probe")
 _LOGME_MAX_ITERATIONS = 100
@@ -164,7 +164,7 @@ def linear_probe_score(features: np.ndarray, labels: np.ndarray, groups: np.ndar
 
 def candidate_name(config: TrialConfig) -> str:
     """A short label: backbone (and MobileNet width), weights, input size."""
-    from ._backbones import get_backbone
+    from ..config import get_backbone
 
     backbone = get_backbone(config.backbone)
     width = f" a{config.alpha:g}" if backbone.has_alpha else ""
@@ -206,7 +206,7 @@ def pooled_features(config: TrialConfig, data: TrialData, cache_dir: str | Path 
     """(features per distinct image, each image's row in them, computed): the feature cache's
     pooled features of all of `data`'s images, the entry a frozen trial on the same images uses.
     The one place that reads the cache."""
-    from ._cached_features import cached_features
+    from ..training import cached_features
 
     entry, computed, train_rows, val_rows = cached_features(config, data, cache_dir)
     return np.asarray(entry["features"]), np.concatenate([train_rows, val_rows]), computed

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._errors import ConfigError, DataError
+from .._errors import ConfigError, DataError
 from ._outputs import class_probabilities
 
 ECE_BINS = 10

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ._errors import ConfigError
+from .._errors import ConfigError
 
 CACHE_ENV = "MEDSWEEP_CACHE_DIR"
 # A cut-point cache entry (lower-backbone outputs, far larger than pooled features) above this

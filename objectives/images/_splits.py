@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ._errors import DataError
+from .._errors import DataError
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Keras pieces medsweep adds to a model; imported only when building or loading one."""
+"""Keras layers and the optimiser medsweep adds to a model, registered for loading saved models;
+imported only when building or loading one (importing this module imports Keras)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,10 @@ from typing import Any
 import keras
 import numpy as np
 
-from ._backbones import get_backbone
+from ..config import get_backbone
 
 # Where percentile rescaling clips, as MONAI's ScaleIntensityRangePercentiles is usually set.
 PERCENTILE_RANGE = (0.5, 99.5)
-_VALIDATION_CHUNK = 1024
-
 
 @keras.saving.register_keras_serializable(package="medsweep")
 class IntensityRescale(keras.layers.Layer):
@@ -27,7 +26,7 @@ class IntensityRescale(keras.layers.Layer):
 
     def __init__(self, mode: str = "raw", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        from ._config import INTENSITIES
+        from ..config import INTENSITIES
 
         if mode not in INTENSITIES:
             raise ValueError(f"intensity must be one of {', '.join(INTENSITIES)}, got {mode!r}")
@@ -95,7 +94,7 @@ class BackbonePreprocess(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="medsweep")
 class TrialDropout(keras.layers.Layer):
     """Dropout whose rate and seed are variables, so one compiled model serves trials with any
-    dropout rate and seed (`_model.set_trial_state` sets them). Keras' Dropout arithmetic: keep
+    dropout rate and seed (`_builder.set_trial_state` sets them). Keras' Dropout arithmetic: keep
     a unit where a seeded uniform draw is at least the rate, scale kept units by 1/(1-rate)."""
 
     def __init__(self, rate: float = 0.5, seed: int = 0, **kwargs: Any) -> None:
@@ -189,82 +188,5 @@ class TemperatureScaling(keras.layers.Layer):
         return {**super().get_config(), "temperature": self.temperature}
 
 
-class EpochHistory(keras.callbacks.Callback):
-    """Records every epoch's logs as they happen, so a trial stopped early (pruned, killed)
-    still has the curves it reached."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.history: dict[str, list[float]] = {}
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        for key, value in (logs or {}).items():
-            self.history.setdefault(key, []).append(float(value))
 
 
-def augmentation_block(seed: int) -> keras.Sequential:
-    """The template's ImageDataGenerator settings (shear 0.2, zoom 0.2, rotation 20 degrees,
-    shifts 0.2, horizontal flip) as Keras preprocessing layers, active only in training."""
-    return keras.Sequential(
-        [
-            keras.layers.RandomShear(x_factor=0.2, y_factor=0.2, fill_mode="nearest", seed=seed),
-            keras.layers.RandomZoom(0.2, fill_mode="nearest", seed=seed + 1),
-            keras.layers.RandomRotation(20 / 360, fill_mode="nearest", seed=seed + 2),
-            keras.layers.RandomTranslation(0.2, 0.2, fill_mode="nearest", seed=seed + 3),
-            keras.layers.RandomFlip("horizontal", seed=seed + 4),
-        ],
-        name="augmentation",
-    )
-
-
-def predict_outputs(model: keras.Model, inputs: Any, batch_size: int) -> np.ndarray:
-    """The model's outputs for validation inputs: a tf.data pipeline of images goes through
-    `predict`; an in-memory array (cached trunk outputs) is called directly in large chunks,
-    which skips `predict`'s per-call set-up, costlier than a small head's whole epoch."""
-    if isinstance(inputs, np.ndarray):
-        return np.concatenate([np.asarray(model(inputs[start:start + _VALIDATION_CHUNK], training=False))
-                               for start in range(0, len(inputs), _VALIDATION_CHUNK)])
-    return model.predict(inputs, batch_size=batch_size, verbose=0)
-
-
-def check_finite(values: Any, epoch: int, model: Any, what: str = "outputs") -> None:
-    """Raise TrainingDiverged when a model's `what` (outputs, loss) are NaN or infinite after `epoch`."""
-    if np.all(np.isfinite(np.asarray(values, dtype=np.float64))):
-        return
-    from ._errors import TrainingDiverged
-
-    rate = getattr(getattr(model, "optimizer", None), "learning_rate", None)
-    try:
-        rate_text = f" (was {float(np.asarray(rate)):.3g})" if rate is not None else ""
-    except (TypeError, ValueError):
-        rate_text = ""
-    raise TrainingDiverged(f"training diverged at epoch {epoch}: the {what} are NaN or infinite; "
-                           f"lower learning_rate{rate_text}")
-
-
-class ExactValidation(keras.callbacks.Callback):
-    """Measures the validation set exactly after every epoch (`_metrics.epoch_metrics`) and
-    writes `val_loss`, `val_accuracy`, `val_auc` and `val_balanced_accuracy` into the epoch's logs.
-
-    Keras' own AUC buckets scores into fixed thresholds, so a model whose outputs sit in a
-    narrow band reports 0.5 every epoch while the exact AUC is 0.69: the pruner then compares
-    ties and never prunes, and the curves disagree with the trial's final value. Placed first,
-    the callbacks after it (pruning, history) see the exact values."""
-
-    def __init__(self, inputs: Any, labels: Any, num_classes: int, batch_size: int) -> None:
-        super().__init__()
-        self.inputs = inputs
-        self.labels = np.asarray(labels)
-        self.num_classes = num_classes
-        self.batch_size = batch_size
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        from ._metrics import epoch_metrics
-
-        if logs is None:
-            return
-        outputs = predict_outputs(self.model, self.inputs, self.batch_size)
-        check_finite(outputs, epoch + 1, self.model)
-        for name, value in epoch_metrics(self.labels, outputs, self.num_classes).items():
-            if value is not None:
-                logs[f"val_{name}"] = value

@@ -13,9 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ._cache import CACHE_ENV
-from ._errors import ConfigError
-from ._keras import import_keras
+from ..images import CACHE_ENV
+from .._errors import ConfigError
 
 MIXED_PRECISION_ENV = "MEDSWEEP_MIXED_PRECISION"
 XLA_ENV = "MEDSWEEP_XLA"
@@ -31,31 +30,6 @@ def set_worker_options(*, cache_dir: str | Path | None = None, mixed_precision: 
         os.environ[CACHE_ENV] = str(Path(cache_dir).expanduser().resolve())
     os.environ[MIXED_PRECISION_ENV] = "1" if mixed_precision else "0"
     os.environ[XLA_ENV] = xla
-
-
-def gpu_available() -> bool:
-    import_keras()
-    import tensorflow as tf
-
-    return bool(tf.config.list_physical_devices("GPU"))
-
-
-def apply_precision_policy() -> str:
-    """Set Keras' global dtype policy from MEDSWEEP_MIXED_PRECISION; returns the policy name."""
-    keras = import_keras()
-    wanted = os.environ.get(MIXED_PRECISION_ENV, "0").strip().lower() in ("1", "true", "yes", "on")
-    policy = "mixed_float16" if wanted and gpu_available() else "float32"
-    if keras.config.dtype_policy().name != policy:
-        keras.config.set_dtype_policy(policy)
-    return policy
-
-
-def use_float32_policy() -> None:
-    """Feature extraction and head training always run in float32 (cached features must not
-    depend on a worker's precision option)."""
-    keras = import_keras()
-    if keras.config.dtype_policy().name != "float32":
-        keras.config.set_dtype_policy("float32")
 
 
 def jit_compile_setting() -> bool | None:

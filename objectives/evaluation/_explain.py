@@ -21,9 +21,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._errors import DataError, ObjectiveError
-from ._keras import import_keras
-from ._metrics import class_probabilities
+from .._errors import DataError, ObjectiveError
+from .._keras import import_keras
+from ..metrics import class_probabilities
 
 MIN_MAP_SIDE = 7
 # Anchors of a perceptually ordered blue -> cyan -> yellow -> red colour map (no matplotlib needed).
@@ -178,7 +178,7 @@ def _full_resolution(path: Path) -> np.ndarray:
     """The image as uint8 RGB at its own size (decode_image's handling of 16-bit and grey)."""
     from PIL import Image
 
-    from ._data import decode_image
+    from ..images import decode_image
 
     with Image.open(path) as image:
         width, height = image.size
@@ -189,7 +189,7 @@ def _full_resolution(path: Path) -> np.ndarray:
 
 def check_images(paths: Sequence[str | Path]) -> list[Path]:
     """Every path exists and decodes, checked before TensorFlow loads; one-line DataError otherwise."""
-    from ._data import decode_image
+    from ..images import decode_image
 
     checked = []
     for path in paths:
@@ -213,8 +213,8 @@ def explain_files(model_path: str | Path, image_paths: Sequence[str | Path], out
                   class_name: str | None = None, layer: str | None = None) -> list[dict[str, Any]]:
     """Write one Grad-CAM overlay PNG per image into `output_dir`; each row names the file,
     the predicted class and probability, and the class explained."""
-    from ._data import decode_images
-    from ._train import load_model, read_model_metadata
+    from ..images import decode_images
+    from ..model import load_model, read_model_metadata
 
     paths = check_images(image_paths)
     metadata = read_model_metadata(model_path)
@@ -264,7 +264,7 @@ def example_overlays(model: Any, images: np.ndarray, labels: Sequence[int], clas
     """The report's three rows for a two-class model's validation images (uint8, at the model's size):
     `right`, `false positives`, `false negatives`, each image a Grad-CAM overlay of its predicted class
     as a PNG data URI, with its true class and P(positive); a row may be empty."""
-    from ._evaluate import predict_probabilities
+    from ._predict import predict_probabilities
 
     if len(class_names) != 2:
         raise ExplainError(f"the three example rows need two classes, the model has {len(class_names)}")

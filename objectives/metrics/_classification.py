@@ -8,7 +8,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._outputs import class_probabilities  # noqa: F401  (re-exported)
+from .._errors import ConfigError
+from ._calibration import calibration_metrics
+from ._outputs import class_probabilities
 
 # metric name -> optimisation direction, for the objectives a study may choose
 METRIC_DIRECTIONS: dict[str, str] = {
@@ -27,8 +29,6 @@ def parse_objective(name: str) -> tuple[str, str, float | None]:
 
     Besides the names in METRIC_DIRECTIONS, `sens@spec=0.9` is the sensitivity at the threshold
     where validation specificity first reaches 0.9 (binary studies only)."""
-    from ._errors import ConfigError
-
     text = str(name).strip()
     if text in METRIC_DIRECTIONS:
         return text, METRIC_DIRECTIONS[text], None
@@ -115,8 +115,6 @@ def classification_metrics(labels: Sequence[int], outputs: np.ndarray,
         for name, recall in zip(class_names, recalls):
             result[f"sensitivity[{name}]"] = float(recall)
     if (target_specificity is not None or threshold is not None) and n_classes != 2:
-        from ._errors import ConfigError
-
         raise ConfigError(
             f"sensitivity at a specificity needs two classes, the data has {n_classes}; choose another objective"
         )
@@ -132,8 +130,6 @@ def classification_metrics(labels: Sequence[int], outputs: np.ndarray,
         at = threshold_metrics(y_true, probabilities[:, 1], threshold)
         result.update({"threshold": at["threshold"], "sensitivity at threshold": at["sensitivity"],
                        "specificity at threshold": at["specificity"]})
-    from ._calibration import calibration_metrics
-
     # Brier and ECE (10 equal-width bins): are the probabilities honest, not only well ranked?
     result.update(calibration_metrics(y_true, probabilities / probabilities.sum(axis=1, keepdims=True)))
     result["confusion_matrix"] = skm.confusion_matrix(y_true, predicted, labels=all_labels).tolist()

@@ -7,8 +7,8 @@ import csv
 import os
 from pathlib import Path
 
+from .._errors import DataError
 from ._files import LabeledFiles
-from ._errors import DataError
 from ._formats import Unread, check_file
 
 _HEADER = ("path", "label", "group")

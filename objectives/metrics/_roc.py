@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._metrics import class_probabilities
+from ._outputs import class_probabilities
 
 
 def roc_curve_points(labels: Sequence[int], outputs: Any, max_points: int = 101) -> dict[str, list[float]] | None:

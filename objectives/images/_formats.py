@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ._errors import DataError
+from .._errors import DataError
 
 # Bump when a change of decoding changes pixel values: decoded-image files keyed on it refill.
 DECODE_RULE = 2

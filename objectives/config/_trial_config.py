@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ._backbones import BACKBONES
-from ._errors import ConfigError
+from .._errors import ConfigError
 
 
 def _number(name: str, value: Any, kind: type) -> Any:
