@@ -29,6 +29,10 @@ STOPPED_BY = "stopped_by"  # why a pruned trial stopped when no pruner did it (t
 
 # System attributes (not shown to users).
 WORKER = "medsweep:worker"  # which process ran (or runs) the trial
+# Set on a trial before it is failed for a retry (handed back, or its worker died): a failed trial
+# that carries it but whose retry was never queued gets one from the next worker.
+RETRY_MARK = "medsweep:retry"
+OWN_SYSTEM_PREFIX = "medsweep:"  # a worker's bookkeeping on a trial; a retry starts without it
 RETRY_HISTORY = "retry_history"  # Optuna's: numbers of the trials this one retries
 FAILED_TRIAL = "failed_trial"  # Optuna's: the id of the trial this one retries
 FIXED_PARAMS = "fixed_params"  # Optuna's: the parameters an enqueued trial (or a retry) fixes

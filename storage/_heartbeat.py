@@ -62,7 +62,19 @@ def heartbeat(storage: Any, trial_id: int) -> Iterator[None]:
 
 def stale_trial_ids(storage: Any, study_id: int) -> list[int]:
     """Running trials of the study whose last beat is older than the grace period, and running
-    trials that never beat although they started longer than the grace period ago."""
+    trials that never beat although they started longer than the grace period ago.
+
+    The one place medsweep reads Optuna's tables itself, because Optuna's public stale check,
+    `optuna.storages.fail_stale_trials`, does not suffice for a worker that must lose no trial:
+    - it fails a trial first and calls back afterwards, when Optuna refuses every write to the
+      (finished) trial, so the trial could not say why it failed (`fail_reason`), and a worker
+      killed between the two steps would leave a failed trial that nothing marks for its retry
+      (medsweep marks the trial, then fails it through `study.tell`: search/workers/_loop.py);
+    - it skips trials that never beat (their worker died between creating the trial and its
+      first beat), which would stay RUNNING for ever and hold a place in the trial budget.
+    The columns read here are checked against the installed Optuna by
+    tests/storage/test_optuna_schema.py, which fails loudly if a release changes them; setup.cfg
+    bounds Optuna to the major version tested."""
     import sqlalchemy as sa
 
     if heartbeat_interval(storage) is None:

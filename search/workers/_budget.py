@@ -15,13 +15,8 @@ from typing import Any, Iterable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .._record import CONFIG, STOPPED_BY, retry_history  # noqa: F401  (STOPPED_BY re-exported)
+from .._record import CONFIG, OWN_SYSTEM_PREFIX, retry_history
 
-# System attribute set on a trial before it is failed for a retry (handed back, or its worker
-# died): a failed trial that carries it but whose retry was never queued gets one from the
-# next worker, so a process that dies between the two writes loses nothing.
-RETRY_ATTR = "medsweep:retry"
-_OWN_ATTRS = "medsweep:"  # this worker's bookkeeping on a trial; a retry starts without it
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -70,7 +65,7 @@ class RetryTrial:
             return False
         trimmed = copy.deepcopy(trial)
         trimmed.user_attrs = {k: v for k, v in trial.user_attrs.items() if k == CONFIG}
-        trimmed.system_attrs = {k: v for k, v in trial.system_attrs.items() if not k.startswith(_OWN_ATTRS)}
+        trimmed.system_attrs = {k: v for k, v in trial.system_attrs.items() if not k.startswith(OWN_SYSTEM_PREFIX)}
         self._retry(study, trimmed)
         return True
 

@@ -23,10 +23,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from medsweep.storage import StorageError, heartbeat, heartbeat_grace, heartbeat_interval, stale_trial_ids, storage_lock
 
-from ._budget import (BUDGET_STOP_REASON, RETRY_ATTR, STOPPED_BY, BudgetSpent, RetryTrial, counts_towards_budget,
+from ._budget import (BUDGET_STOP_REASON, BudgetSpent, RetryTrial, counts_towards_budget,
                       retried_numbers)
 from .._errors import WorkerError
-from .._record import FAIL_REASON, FIXED_PARAMS, WORKER, describe_exception, fail_reason_of, retried_from, worker_of
+from .._record import (FAIL_REASON, FIXED_PARAMS, RETRY_MARK, STOPPED_BY, WORKER, describe_exception, fail_reason_of,
+                      retried_from, worker_of)
 from ._progress import Progress, StudyProgress, study_progress
 
 _logger = logging.getLogger("medsweep.worker")
@@ -201,7 +202,7 @@ def _fail_stale_trials(study: optuna.Study, storage: Any, study_id: int, retry: 
             worker = worker_of(storage.get_trial(trial_id), "its worker")
             _mark_for_retry(storage, trial_id,
                             f"no heartbeat for over {grace:g} s from {worker}: the worker died or lost the database")
-            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+            if _tell(study, storage, trial_id, TrialState.FAIL):
                 failed.append(trial_id)
         except UpdateFinishedTrialError:
             pass  # another worker got there first, or the trial just finished
@@ -209,10 +210,23 @@ def _fail_stale_trials(study: optuna.Study, storage: Any, study_id: int, retry: 
         retry(study, storage.get_trial(trial_id))
 
 
+def _tell(study: optuna.Study, storage: Any, trial_id: int, state: TrialState) -> bool:
+    """End a running trial through `study.tell` (so the sampler sees it end); False when it had
+    ended already (another worker, or the trial itself, got there first)."""
+    number = storage.get_trial(trial_id).number
+    try:
+        study.tell(number, state=state)
+    except (UpdateFinishedTrialError, ValueError):  # tell raises ValueError for a trial no longer running
+        if storage.get_trial(trial_id).state.is_finished():
+            return False
+        raise
+    return True
+
+
 def _mark_for_retry(storage: Any, trial_id: int, reason: str) -> None:
     """Say on a running trial that it is to be failed and retried, before failing it: should this
     process die between the failure and the queued retry, the next worker queues the retry."""
-    storage.set_trial_system_attr(trial_id, RETRY_ATTR, True)
+    storage.set_trial_system_attr(trial_id, RETRY_MARK, True)
     storage.set_trial_user_attr(trial_id, FAIL_REASON, reason)
 
 
@@ -222,7 +236,7 @@ def _queue_missing_retries(study: optuna.Study, trials: list[FrozenTrial], retry
     retried = retried_numbers(trials)
     queued = False
     for trial in trials:
-        if trial.state == TrialState.FAIL and trial.system_attrs.get(RETRY_ATTR) and trial.number not in retried:
+        if trial.state == TrialState.FAIL and trial.system_attrs.get(RETRY_MARK) and trial.number not in retried:
             queued = retry(study, trial) or queued
     return queued
 
@@ -276,8 +290,6 @@ def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: i
             trials = study.get_trials(deepcopy=False)
             if _queue_missing_retries(study, trials, retry):
                 trials = study.get_trials(deepcopy=False)
-            if plan is not None and _drop_unaffordable(storage, study_id, plan, trials):
-                trials = study.get_trials(deepcopy=False)
             queued = any(t.state == TrialState.WAITING for t in trials)
             running = sum(t.state == TrialState.RUNNING for t in trials)
             retried = retried_numbers(trials)
@@ -290,11 +302,10 @@ def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: i
                     for params, attrs in decision.promotions:
                         study.enqueue_trial(params, user_attrs=attrs)
                     study.sampler = _fixing(base_sampler, decision.fixed)
-                with warnings.catch_warnings():
-                    # Optuna warns that heartbeats are meant for Study.optimize; this loop
-                    # beats for its trials itself, as Study.optimize does.
-                    warnings.filterwarnings("ignore", message="Heartbeat of storage")
-                    trial = study.ask()
+                trial = _ask(study)
+                if plan is not None:
+                    trial = _skip_unaffordable(study, plan, trial, n_trials, used)
+            if trial is not None:
                 trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
                 if beating:
                     storage.record_heartbeat(trial_id)  # stale-able even if we die right now
@@ -322,7 +333,7 @@ def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: i
         frozen = storage.get_trial(trial_id)
         retry_of = retried_from(frozen)
         progress.trial_started(trial.number, frozen.params, snapshot(), retry_of)
-        watchdog = (_deadline_watchdog(storage, trial_id, trial.number, budget)
+        watchdog = (_deadline_watchdog(study, storage, trial_id, trial.number, budget)
                     if budget is not None and leave_at_deadline else None)
         try:
             outcome = _run_one(storage, trial_id, trial, objective, stop)
@@ -371,16 +382,31 @@ def _fixing(base: optuna.samplers.BaseSampler, fixed: dict[str, Any]) -> optuna.
         return optuna.samplers.PartialFixedSampler(fixed, base)
 
 
-def _drop_unaffordable(storage: Any, study_id: int, plan: Any, trials: list[FrozenTrial]) -> int:
-    """Record queued promotions that cannot finish in the budget left as pruned, never started,
-    with the reason in `stopped_by`, so a cheaper trial runs instead and none is left WAITING.
-    (A queued trial has no parameters yet: samplers learn nothing from it either way.)"""
-    dropped = plan.unaffordable(trials)
-    for trial, reason in dropped:
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-        storage.set_trial_user_attr(trial_id, STOPPED_BY, reason)
-        storage.set_trial_state_values(trial_id, TrialState.PRUNED)
-    return len(dropped)
+def _ask(study: optuna.Study) -> optuna.Trial:
+    with warnings.catch_warnings():
+        # Optuna warns that heartbeats are meant for Study.optimize; this loop beats for its
+        # trials itself, as Study.optimize does.
+        warnings.filterwarnings("ignore", message="Heartbeat of storage")
+        return study.ask()
+
+
+def _skip_unaffordable(study: optuna.Study, plan: Any, trial: optuna.Trial, n_trials: int | None,
+                       used: int) -> optuna.Trial | None:
+    """`ask` takes queued trials first: a queued promotion that can no longer finish in the budget
+    left is told pruned at once, never started, with the reason in `stopped_by`, and the next
+    trial asked for, so a cheaper trial runs instead and none is left waiting at the end. None
+    when the study's trial count leaves no room for another (a dropped promotion counts)."""
+    while True:
+        trials = study.get_trials(deepcopy=False)
+        reason = plan.cannot_finish(trial, trials)
+        if reason is None:
+            return trial
+        trial.set_user_attr(STOPPED_BY, reason)
+        study.tell(trial, state=TrialState.PRUNED)
+        queued = any(t.state == TrialState.WAITING for t in trials)
+        if not queued and n_trials is not None and used >= n_trials:
+            return None
+        trial = _ask(study)
 
 
 def _record_stage(storage: Any, trial_id: int, planned: str) -> None:
@@ -395,18 +421,22 @@ def _record_stage(storage: Any, trial_id: int, planned: str) -> None:
     storage.set_trial_user_attr(trial_id, STAGE, stage)
 
 
-def _deadline_watchdog(storage: Any, trial_id: int, number: int, budget: Any) -> threading.Timer:
+def _deadline_watchdog(study: optuna.Study, storage: Any, trial_id: int, number: int,
+                       budget: Any) -> threading.Timer:
     """A timer that, should the trial still run DEADLINE_GRACE_SECONDS past the study's deadline,
     records it pruned (stopped by the budget) and ends this worker process, so the budget holds
-    even when no batch end comes."""
+    even when no batch end comes. Ending the process from this thread is the point: the main
+    thread is inside a call (a model build, a first step's tracing, a long C operation) that no
+    Python-level signal or exception reaches until it returns."""
 
     def expire() -> None:
         try:
             storage.set_trial_user_attr(trial_id, STOPPED_BY,
                                         "the study's wall budget was spent (stopped between batches)")
-            storage.set_trial_state_values(trial_id, state=TrialState.PRUNED)
+            if not _tell(study, storage, trial_id, TrialState.PRUNED):
+                return  # it finished meanwhile; the loop will see the budget spent and stop
         except UpdateFinishedTrialError:
-            return  # it finished meanwhile; the loop will see the budget spent and stop
+            return
         except Exception:  # the database is away: leave anyway, the heartbeat check fails the trial later
             _logger.warning("could not record trial %s as stopped by the budget", number, exc_info=True)
         print(f"trial {number} ran {DEADLINE_GRACE_SECONDS:g} s past the study's wall budget: recorded "
@@ -470,7 +500,8 @@ def _hand_back(study: optuna.Study, storage: Any, trial_id: int, retry: RetryTri
     with storage_lock(storage, lock_name):
         try:
             _mark_for_retry(storage, trial_id, f"interrupted by {name}; handed back for a retry")
-            storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+            if not _tell(study, storage, trial_id, TrialState.FAIL):
+                return storage.get_trial(trial_id)
         except UpdateFinishedTrialError:
             return storage.get_trial(trial_id)
         final = storage.get_trial(trial_id)

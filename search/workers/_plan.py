@@ -155,24 +155,20 @@ class StagePlan:
         promotions = self.promotions(stage, trials) if stage == planned else []
         return Decision(stage, fixed, promotions, expected_seconds=expected)
 
-    def unaffordable(self, trials: Sequence[FrozenTrial], now: float | None = None) -> list[tuple[FrozenTrial, str]]:
-        """Queued promotions that can no longer finish in the budget left, each with the reason:
-        started, they would only be cut at the deadline (Optuna's `ask` takes queued trials first)."""
-        if not self.staged:
-            return []
+    def cannot_finish(self, trial: Any, trials: Sequence[FrozenTrial], now: float | None = None) -> str | None:
+        """Why a queued promotion, just taken by `ask`, should not start (None: start it): it can
+        no longer finish in the budget left and would only be cut at the deadline. Retries of
+        interrupted trials always run: they keep the trial budget exact."""
+        if not self.staged or PROMOTED_FROM not in trial.user_attrs:
+            return None
         left = self.budget.left(time.time() if now is None else now)
-        dropped = []
-        for trial in trials:
-            if trial.state != TrialState.WAITING or PROMOTED_FROM not in trial.user_attrs:
-                continue  # retries of interrupted trials always run: they keep the trial budget exact
-            stage = stage_of(trial)
-            expected = self.expected_seconds(stage, trials)
-            if left <= 0:
-                dropped.append((trial, "not started: the study's wall budget was spent"))
-            elif expected is not None and expected > left:
-                dropped.append((trial, f"not started: {left:.0f} s of the budget left, under the {expected:.0f} s "
-                                       f"a {stage} trial takes"))
-        return dropped
+        stage = trial.user_attrs.get(STAGE)
+        expected = self.expected_seconds(stage, trials)
+        if left <= 0:
+            return "not started: the study's wall budget was spent"
+        if expected is not None and expected > left:
+            return f"not started: {left:.0f} s of the budget left, under the {expected:.0f} s a {stage} trial takes"
+        return None
 
     def _candidate(self, trials: Sequence[FrozenTrial], stage: str | None) -> dict[str, Any]:
         """Round robin over the transferability shortlist, so every shortlisted backbone gets its share."""

@@ -142,12 +142,11 @@ def test_the_cache_filling_first_trial_does_not_set_the_expected_cost() -> None:
 
 def test_a_queued_promotion_that_cannot_finish_is_dropped_and_a_retry_is_not() -> None:
     done = [trial(0, 0.8, 0.0, seconds=10), trial(1, 0.9, PARTIAL_FRACTION, seconds=50)]
-    promoted = trial(2, None, 1.0, state=TrialState.WAITING, **{PROMOTED_FROM: 1, STAGE: "full"})
-    retry = trial(3, None, 1.0, state=TrialState.WAITING)  # an interrupted trial's retry: no promoted_from
+    promoted = trial(2, None, 1.0, state=TrialState.RUNNING, **{PROMOTED_FROM: 1, STAGE: "full"})  # just asked
+    retry = trial(3, None, 1.0, state=TrialState.RUNNING)  # an interrupted trial's retry: no promoted_from
     trials = [*done, promoted, retry]
-    assert plan().unaffordable(trials, 20) == []  # 80 s left: a full trial (at least the partial 50 s) fits
-    (dropped, reason), = plan().unaffordable(trials, 60)  # 40 s left
-    assert dropped.number == 2 and reason == "not started: 40 s of the budget left, under the 50 s a full trial takes"
-    assert [(t.number, r) for t, r in plan().unaffordable(trials, 100)] == [
-        (2, "not started: the study's wall budget was spent")]
-    assert StagePlan(SPACE, "maximize", None).unaffordable(trials, 100) == []  # no budget, nothing staged
+    assert plan().cannot_finish(promoted, trials, 20) is None  # 80 s left: a full trial (at least the partial 50 s) fits
+    assert plan().cannot_finish(promoted, trials, 60) == "not started: 40 s of the budget left, under the 50 s a full trial takes"
+    assert plan().cannot_finish(promoted, trials, 100) == "not started: the study's wall budget was spent"
+    assert plan().cannot_finish(retry, trials, 100) is None
+    assert StagePlan(SPACE, "maximize", None).cannot_finish(promoted, trials, 100) is None  # no budget, nothing staged

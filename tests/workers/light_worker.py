@@ -72,7 +72,7 @@ class Pauses:
         """Wrap this storage object's methods (real database calls, with a pause around them)."""
         from optuna.trial import TrialState
 
-        from medsweep.search.workers._budget import RETRY_ATTR
+        from medsweep.search._record import RETRY_MARK
 
         lock, beat = storage.lock, storage.record_heartbeat
         state_values, system_attr = storage.set_trial_state_values, storage.set_trial_system_attr
@@ -99,7 +99,7 @@ class Pauses:
             return done
 
         def paused_system_attr(trial_id: int, key: str, value: Any) -> None:
-            if key == RETRY_ATTR:
+            if key == RETRY_MARK:
                 self.at("mark")
             system_attr(trial_id, key, value)
 

@@ -22,7 +22,8 @@ import pytest
 from optuna.trial import TrialState
 
 from medsweep.search.study._study import make_sampler
-from medsweep.search.workers._budget import RETRY_ATTR, retried_numbers
+from medsweep.search._record import RETRY_MARK
+from medsweep.search.workers._budget import retried_numbers
 from medsweep.search.workers._loop import run_trials
 from medsweep.search.workers._supervisor import WorkerOptions, open_worker_storage
 
@@ -134,7 +135,7 @@ def check(run: Run) -> None:
     # No lost trial: every trial that was interrupted (handed back or abandoned) was retried.
     lost = [t.number for t in run.trials if t.state == TrialState.FAIL and t.number not in retried]
     assert not lost, where
-    assert all(t.system_attrs.get(RETRY_ATTR) for t in run.trials if t.state == TrialState.FAIL), where
+    assert all(t.system_attrs.get(RETRY_MARK) for t in run.trials if t.state == TrialState.FAIL), where
     # The exact budget: finished trials that count, and nothing more.
     assert sum(t.state == TrialState.COMPLETE for t in run.trials) == BUDGET, where
     assert len(run.trials) == BUDGET + len(retried), where
