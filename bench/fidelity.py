@@ -16,7 +16,7 @@ import json
 import time
 from typing import Any
 
-from ._common import BRAIN_MRI, MOBILENET_FILE, WEIGHTS, data_parser, machine, require_data, table
+from ._common import MOBILENET_FILE, data_parser, machine, require_data, table
 
 
 def draw_configs(count: int, weights: str, depth: float, seed: int = 0) -> list[Any]:

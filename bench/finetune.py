@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from bench._baselines import plain_keras_fold
 from bench._common import data_parser, emit, parse_data_args, table
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -49,49 +50,6 @@ def medsweep_fold(values: dict[str, Any], fold: Any) -> tuple[float, dict[str, A
 
     result = train_trial(TrialConfig(**values), fold)
     return float(result.metrics["auc"]), {"output_spread": result.metrics.get("output_spread")}
-
-
-def plain_keras_fold(values: dict[str, Any], fold: Any) -> tuple[float, dict[str, Any]]:
-    """The same config in plain Keras, written as the Keras transfer-learning guide does it."""
-    import keras
-    import numpy as np
-    import tensorflow as tf
-    from sklearn.metrics import roc_auc_score
-
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(values["seed"])
-    size = values["image_size"]
-    weights = Path(values["weights"]) / "mobilenet_2_5_224_tf_no_top.h5"
-    base = keras.applications.MobileNet(input_shape=(size, size, 3), alpha=values["alpha"], include_top=False,
-                                        weights=str(weights))
-    base.trainable = True
-    inputs = keras.Input((size, size, 3))
-    x = keras.applications.mobilenet.preprocess_input(inputs)
-    x = base(x, training=False)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    x = keras.layers.Dense(values["dense_units"], activation="relu")(x)
-    x = keras.layers.Dropout(values["dropout"])(x)
-    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x))
-    model.compile(optimizer=keras.optimizers.Adam(values["learning_rate"]), loss="binary_crossentropy")
-    seed = values["seed"]
-    augment = keras.Sequential([
-        keras.layers.RandomShear(x_factor=0.2, y_factor=0.2, fill_mode="nearest", seed=seed),
-        keras.layers.RandomZoom(0.2, fill_mode="nearest", seed=seed + 1),
-        keras.layers.RandomRotation(20 / 360, fill_mode="nearest", seed=seed + 2),
-        keras.layers.RandomTranslation(0.2, 0.2, fill_mode="nearest", seed=seed + 3),
-        keras.layers.RandomFlip("horizontal", seed=seed + 4)])
-    train = (tf.data.Dataset.from_tensor_slices((fold.x_train, fold.y_train.astype("float32")))
-             .shuffle(len(fold.x_train), seed=seed).batch(values["batch_size"])
-             .map(lambda x, y: (augment(tf.cast(x, tf.float32), training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
-             .prefetch(tf.data.AUTOTUNE))
-    batchnorm = next(layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization))
-    before = np.array(batchnorm.moving_mean)
-    model.fit(train, epochs=values["epochs"], verbose=0)
-    outputs = model.predict(fold.x_val.astype("float32"), batch_size=32, verbose=0)[:, 0]
-    # Whether training moved the moving statistics, i.e. whether training=False held.
-    moved = float(np.abs(np.array(batchnorm.moving_mean) - before).max())
-    return float(roc_auc_score(fold.y_val, outputs)), {"output_spread": float(np.std(outputs)),
-                                                       "bn_moving_mean_change": moved}
 
 
 def run_recipe(name: str, values: dict[str, Any], folds: list[Any],
@@ -148,7 +106,7 @@ def main() -> dict[str, Any]:
                 values["batchnorm"] = max(measured_bn, key=lambda r: r["mean"])["config"]["batchnorm"] \
                     if measured_bn else "affine"
         values.update(RECIPES[name][1])
-        train = plain_keras_fold if name == "plain-keras" else medsweep_fold
+        train = (lambda v, f: plain_keras_fold(v, f, augment=True)) if name == "plain-keras" else medsweep_fold
         row = run_recipe(name, values, folds, train)
         rows.append(row)
         print(f"{name}: CV AUC {row['mean']:.3f} {row['ci95']} in {row['seconds']:.0f} s "

@@ -22,6 +22,7 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from ._baselines import cross_validate_plain_keras  # noqa: E402
 from ._common import BRAIN_MRI, MOBILENET_FILE, SHARED, WEIGHTS, machine, table  # noqa: E402
 
 OPEN_I = SHARED / "data" / "open_i_abd_vs_cxr"
@@ -44,43 +45,6 @@ def cross_validate(config: Any, dataset: Any) -> dict[str, Any]:
         result = train_trial(config, data, [])
         values.append(float(result.metrics["auc"]))
         shares.append(len(data.y_val) / (len(data.y_val) + len(data.y_train)))
-    summary = cv_summary(values, sum(shares) / len(shares), (0.0, 1.0))
-    return {"mean": summary["mean"], "ci95": summary["ci95"], "folds": values,
-            "seconds": round(time.perf_counter() - started, 1)}
-
-
-def plain_keras_finetune(dataset: Any, weights_file: Path, epochs: int, size: int = IMAGE_SIZE) -> dict[str, Any]:
-    """The template's head on MobileNet alpha 0.25 with every layer trained, in plain Keras
-    (BatchNorm in inference mode, its scale and offset trainable), on the same folds."""
-    import numpy as np
-    from sklearn.metrics import roc_auc_score
-
-    from medsweep.objectives.metrics import cv_summary
-    from medsweep.objectives import import_keras
-
-    keras = import_keras()
-    started = time.perf_counter()
-    values, shares = [], []
-    for data in dataset.folds(size):
-        keras.utils.set_random_seed(0)
-        base = keras.applications.MobileNet(input_shape=(size, size, 3), alpha=0.25, include_top=False,
-                                            weights=str(weights_file))  # no-top weights fit any size
-        base.trainable = True
-        inputs = keras.Input((size, size, 3))
-        x = keras.applications.mobilenet.preprocess_input(inputs)
-        x = base(x, training=False)
-        x = keras.layers.GlobalAveragePooling2D()(x)
-        x = keras.layers.Dense(256, activation="relu")(x)
-        x = keras.layers.Dropout(0.5)(x)
-        outputs = keras.layers.Dense(len(data.class_names), activation="softmax")(x)
-        model = keras.Model(inputs, outputs)
-        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy")
-        model.fit(np.asarray(data.x_train, "float32"), np.asarray(data.y_train), epochs=epochs, batch_size=5,
-                  verbose=0)
-        scores = model.predict(np.asarray(data.x_val, "float32"), verbose=0)
-        values.append(float(roc_auc_score(data.y_val, scores[:, 1])))
-        shares.append(len(data.y_val) / (len(data.y_val) + len(data.y_train)))
-        keras.backend.clear_session()
     summary = cv_summary(values, sum(shares) / len(shares), (0.0, 1.0))
     return {"mean": summary["mean"], "ci95": summary["ci95"], "folds": values,
             "seconds": round(time.perf_counter() - started, 1)}
@@ -195,13 +159,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                            test_images=final.test["images"])
         figures["final_s"] = round(time.perf_counter() - started, 1)
     if args.baselines != "none":
-        weights_file = args.weights / MOBILENET_FILE
         template = TrialConfig(backbone="MobileNet", alpha=0.25, weights=str(args.weights), image_size=args.image_size,
                                epochs=args.baseline_epochs)
         runs = [("template", "template recipe (medsweep, frozen)", lambda: cross_validate(template, dataset))]
         if args.baselines == "all":
-            runs.append(("plain_keras_finetune", "plain Keras full fine-tune",
-                         lambda: plain_keras_finetune(dataset, weights_file, args.baseline_epochs, args.image_size)))
+            plain = {"alpha": 0.25, "weights": str(args.weights), "image_size": args.image_size, "learning_rate": 1e-4,
+                     "epochs": args.baseline_epochs, "batch_size": 5, "dense_units": 256, "dropout": 0.5, "seed": 0}
+            runs.append(("plain_keras_finetune", "plain Keras full fine-tune (no augmentation)",
+                         lambda: cross_validate_plain_keras(plain, list(dataset.folds(args.image_size)), augment=False)))
         for key, label, run in runs:
             try:
                 measured = run()

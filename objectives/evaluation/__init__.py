@@ -3,8 +3,8 @@ images (bootstrap intervals, the images it already saw), where it looks (Grad-CA
 ranking backbones by how well their frozen features suit the data before training (LogME,
 linear probes). Importing this package does not import Keras."""
 
-from ._evaluate import (SEEN_IMAGES_KEY, Evaluation, SeenImages, evaluate_model, final_model_seen_images,
-                        open_labeled, seen_image_hashes, seen_images)
+from ._evaluate import (SEEN_IMAGES_KEY, Evaluation, Measurement, SeenImages, evaluate_model, final_model_seen_images,
+                        measure_files, open_labeled, seen_image_hashes, seen_images)
 from ._explain import (ExplainError, Explanation, check_images, colourise, default_target_layer, example_overlays,
                        example_rows, explain_files, grad_cam, overlay, png_bytes, png_data_uri)
 from ._predict import predict_files, predict_probabilities
@@ -16,6 +16,7 @@ __all__ = [
     "Evaluation",
     "ExplainError",
     "Explanation",
+    "Measurement",
     "SEEN_IMAGES_KEY",
     "SeenImages",
     "check_images",
@@ -29,6 +30,7 @@ __all__ = [
     "grad_cam",
     "linear_probe_score",
     "logme_score",
+    "measure_files",
     "open_labeled",
     "overlay",
     "png_bytes",

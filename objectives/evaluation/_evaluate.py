@@ -133,6 +133,39 @@ def _partial_folder(path: Path, class_names: list[str]) -> LabeledFiles:
     return LabeledFiles(tuple(class_names), tuple(paths), tuple(labels), tuple(unread))
 
 
+@dataclass
+class Measurement:
+    """A saved model measured on labelled files: every metric at the model's threshold, bootstrap
+    95% intervals, the reliability diagram, and the labels and probabilities they came from."""
+
+    metrics: dict[str, Any]
+    intervals: dict[str, list[float]]
+    reliability: dict[str, Any]
+    threshold: float | None
+    labels: np.ndarray
+    probabilities: np.ndarray
+
+
+def _threshold(metadata: dict[str, Any]) -> float | None:
+    return (metadata.get("threshold") or {}).get("value")
+
+
+def measure_files(model_path: str | Path, files: LabeledFiles, decoding: Any, *, threshold: float | None,
+                  resamples: int = 1000, seed: int = 0) -> Measurement:
+    """The one evaluation pipeline (`evaluate --data` and `evaluate --test` both): load the model,
+    decode `files` at its input size with `decoding`, predict, and measure."""
+    model, _ = load_model(model_path)
+    size = int(model.input_shape[1])
+    probabilities = predict_probabilities(model, decode_images(files.paths, size, decoding))
+    labels = np.asarray(files.labels, dtype=np.int64)
+    class_names = list(files.class_names)
+    metrics = classification_metrics(labels, probabilities, class_names, threshold=threshold)
+    intervals = bootstrap_intervals(labels, probabilities, class_names, resamples=resamples, seed=seed,
+                                    threshold=threshold) if resamples else {}
+    return Measurement(metrics, intervals, reliability_diagram(labels, probabilities), threshold, labels,
+                       probabilities)
+
+
 def evaluate_model(model_path: str | Path, data: str | Path, *, resamples: int = 1000, seed: int = 0,
                    exclude_seen: bool = False) -> Evaluation:
     """Predict every image of `data` with the saved model and measure it with bootstrap intervals;
@@ -151,16 +184,10 @@ def evaluate_model(model_path: str | Path, data: str | Path, *, resamples: int =
             raise DataError(f"all {seen.total} images in {data} trained or selected {model_path}; "
                             "evaluate on images it never saw, such as the study's locked test split")
         files = files.subset(seen.unseen)
-    model, _ = load_model(model_path)
-    size = int(model.input_shape[1])
-    probabilities = predict_probabilities(model, decode_images(files.paths, size, model_decoding(metadata)))
-    labels = np.asarray(files.labels, dtype=np.int64)
-    threshold = (metadata.get("threshold") or {}).get("value")
-    metrics = classification_metrics(labels, probabilities, class_names, threshold=threshold)
-    intervals = bootstrap_intervals(labels, probabilities, class_names, resamples=resamples, seed=seed,
-                                    threshold=threshold) if resamples else {}
+    measured = measure_files(model_path, files, model_decoding(metadata), threshold=_threshold(metadata),
+                             resamples=resamples, seed=seed)
     root = Path(data).expanduser()
     unread = summarize_unread(files.unread, root if root.is_dir() else root.parent) if files.unread else None
-    return Evaluation(metrics, intervals, threshold, class_names,
+    return Evaluation(measured.metrics, measured.intervals, measured.threshold, class_names,
                       f"not read: {len(files.unread)} file(s): {unread}" if unread else None, seen,
-                      reliability_diagram(labels, probabilities))
+                      measured.reliability)

@@ -9,7 +9,7 @@ from ._builder import (HEAD_LAYERS, BackboneCut, backbone_cut, backbone_input, b
                        build_model, build_top_model, compile_model, count_draws, full_model_like, head_weights,
                        initial_head_weights, pooled_trunk, set_head_weights, set_trainable_layers, set_trial_state,
                        with_temperature)
-from ._saved import load_model, read_model_metadata, save_model
+from ._saved import load_model, read_model_metadata, save_model, update_model_metadata
 from ._trial_plan import BACKBONE, CACHED, LIVE, POOLED, TrialPlan, plan_trial
 
 _LAYERS = ("BackbonePreprocess", "BackboneScaledAdam", "FrozenStatisticsBatchNormalization", "IntensityRescale",
@@ -42,6 +42,7 @@ __all__ = [
     "set_head_weights",
     "set_trainable_layers",
     "set_trial_state",
+    "update_model_metadata",
     "with_temperature",
     *_LAYERS,
 ]

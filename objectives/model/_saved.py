@@ -4,6 +4,8 @@ names, configuration, data fingerprint, decoding, seen images), so one file is e
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -49,3 +51,21 @@ def load_model(path: str | Path) -> tuple[Any, dict[str, Any]]:
     from . import _layers  # noqa: F401  registers medsweep's layers for deserialisation
 
     return keras.models.load_model(path, compile=False), metadata
+
+
+def update_model_metadata(path: str | Path, metadata: dict[str, Any]) -> None:
+    """Replace the metadata inside a saved model (copied entry by entry into a temporary file
+    beside it, then renamed into place, so an interrupted write leaves the old file whole)."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(suffix=".keras", dir=path.parent)
+    os.close(handle)
+    try:
+        with zipfile.ZipFile(path) as source, zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as target:
+            for item in source.infolist():
+                if item.filename != _METADATA_ENTRY:
+                    target.writestr(item, source.read(item.filename))
+            target.writestr(_METADATA_ENTRY, json.dumps(metadata, indent=2))
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

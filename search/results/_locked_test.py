@@ -4,10 +4,6 @@ through the model's metadata (`source.study`) and the storage, under the measure
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-import zipfile
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,9 +15,6 @@ from medsweep.objectives.model import read_model_metadata
 
 from .._errors import MedsweepError
 from ..study._data import resolved_path
-
-# The entry `objectives.model.save_model` writes the metadata to inside the .keras zip.
-_METADATA_ENTRY = "medsweep.json"
 
 
 @dataclass
@@ -85,12 +78,7 @@ def measure_locked_test(model_file: str | Path, metadata: dict[str, Any], datase
                         bootstrap: int, seed: int, exclude_seen: bool) -> LockedTest:
     """Predict the locked test images, measure with bootstrap intervals at the model's threshold,
     and write the figures into the model so the next `evaluate --test` shows them."""
-    import numpy as np
-
-    from medsweep.objectives.evaluation import predict_probabilities, seen_images
-    from medsweep.objectives.images import decode_images
-    from medsweep.objectives.metrics import bootstrap_intervals, classification_metrics, reliability_diagram
-    from medsweep.objectives.model import load_model
+    from medsweep.objectives.evaluation import measure_files, seen_images
 
     files = test_files(dataset)
     seen = seen_images(metadata, files)
@@ -100,39 +88,27 @@ def measure_locked_test(model_file: str | Path, metadata: dict[str, Any], datase
             raise DataError(f"all {seen.total} locked test images of study {study!r} trained or selected {model_file}; "
                             "its test figures cannot be measured honestly")
         files = files.subset(seen.unseen)
-    model, _ = load_model(model_file)
-    size = int(model.input_shape[1])
-    probabilities = predict_probabilities(model, decode_images(files.paths, size, dataset.spec.decoding))
-    labels = np.asarray(files.labels, dtype=np.int64)
-    class_names = list(files.class_names)
-    threshold = (metadata.get("threshold") or {}).get("value")
+    measured = measure_files(model_file, files, dataset.spec.decoding,
+                             threshold=(metadata.get("threshold") or {}).get("value"), resamples=bootstrap, seed=seed)
     test = {
         "locked": True, "measured": True,
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "images": int(len(labels)), "model": str(Path(model_file)),
-        "metrics": classification_metrics(labels, probabilities, class_names, threshold=threshold),
-        "ci95": bootstrap_intervals(labels, probabilities, class_names, resamples=bootstrap, seed=seed,
-                                    threshold=threshold) if bootstrap else {},
+        "images": int(len(measured.labels)), "model": str(Path(model_file)),
+        "metrics": measured.metrics,
+        "ci95": measured.intervals,
         "seen": seen_line if seen.known and seen.seen else "",
         "note": f"measured by `medsweep evaluate --test` on study {study!r}'s locked test split",
     }
     update_model_metadata(model_file, {**metadata, "test": test})
-    return LockedTest(study, test, stored=False, seen_line=seen_line, reliability=reliability_diagram(labels, probabilities))
+    return LockedTest(study, test, stored=False, seen_line=seen_line, reliability=measured.reliability)
 
 
 def update_model_metadata(model_file: str | Path, metadata: dict[str, Any]) -> None:
-    """Replace the metadata inside the .keras zip (copied entry by entry, then renamed into place,
-    so an interrupted write leaves the old file whole)."""
-    path = Path(model_file)
-    handle, temporary = tempfile.mkstemp(suffix=".keras", dir=path.parent)
-    os.close(handle)
+    """Write the test figures into the model file (objectives' `update_model_metadata`)."""
+    from medsweep.objectives.model import update_model_metadata as update
+
     try:
-        with zipfile.ZipFile(path) as source, zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as target:
-            for item in source.infolist():
-                if item.filename != _METADATA_ENTRY:
-                    target.writestr(item, source.read(item.filename))
-            target.writestr(_METADATA_ENTRY, json.dumps(metadata, indent=2))
-        os.replace(temporary, path)
+        update(model_file, metadata)
     except OSError as error:
-        Path(temporary).unlink(missing_ok=True)
-        raise MedsweepError(f"cannot record the test figures in {path} ({error.strerror}); is the folder writable?") from None
+        raise MedsweepError(f"cannot record the test figures in {model_file} ({error.strerror}); is the folder "
+                            "writable?") from None
