@@ -17,11 +17,13 @@ import numpy as np
 
 from .._errors import ConfigError, DataError
 from ._outputs import class_probabilities
+from ._png_mark import png_mark
 
 ECE_BINS = 10
 CALIBRATION_BINNING = f"{ECE_BINS} equal-width bins over [0, 1] (scikit-learn calibration_curve, strategy uniform)"
 # Probabilities are clipped this far from 0 and 1 before taking logs, as classification_metrics does.
 _EPSILON = 1e-7
+RELIABILITY_PNG_KIND = "reliability diagram"  # the mark in the PNG, so a rerun may replace it
 
 
 def _reliability_inputs(labels: Sequence[int], outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
@@ -175,5 +177,5 @@ def reliability_png(diagram: dict[str, Any], path: str | Path, title: str = "") 
     draw.text((margin, 30), f"y: {observed_axis}; dot area ~ images per bin", fill="black")
     path = check_plot_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, format="PNG")
+    image.save(path, format="PNG", pnginfo=png_mark(RELIABILITY_PNG_KIND))
     return path

@@ -168,6 +168,12 @@ def _calibrate(model: Any, validation_outputs: Any, validation_labels: Any, data
     return with_temperature(model, temperature), report, threshold_section
 
 
+def model_card_path(model_path: str | Path) -> Path:
+    """MODEL.card.md beside MODEL.keras."""
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.stem + ".card.md")
+
+
 def write_model_card(model_path: Path, document: dict[str, Any], metadata: dict[str, Any], dataset: ImageDataset,
                      calibration: dict[str, Any] | None) -> Path:
     """MODEL.card.md beside the model, from the export, the model's metadata and the data."""
@@ -177,7 +183,7 @@ def write_model_card(model_path: Path, document: dict[str, Any], metadata: dict[
                        search=document.get("search"), calibration=calibration,
                        explanation={"method": "Grad-CAM",
                                     "where": "`medsweep explain MODEL IMAGE... -o DIR` and `medsweep report --model`"})
-    card = model_path.with_name(model_path.stem + ".card.md")
+    card = model_card_path(model_path)
     try:
         card.write_text(render_model_card(facts))
     except OSError as error:
