@@ -337,6 +337,8 @@ def train(config_file: str, data_dir: str | None, val_dir: str | None, final: bo
                    remeasure=remeasure, bootstrap=bootstrap, verbose=2 if verbose else 0, calibrate=calibrate)
     for note in done.notes:
         click.echo(f"note: {note}")
+    for warning in done.warnings:
+        click.echo(f"warning: {warning}")
     if done.test is not None:
         from .results._format import format_calibration, format_metrics
 
@@ -393,6 +395,8 @@ def evaluate(model_file: str, data: str | None, locked_test: bool, remeasure: bo
     if evaluation.unread:
         click.echo(f"note: {evaluation.unread}")
     click.echo(format_metrics(evaluation.metrics, evaluation.intervals))
+    if evaluation.warning:
+        click.echo(f"warning: {evaluation.warning}")
     if plot_file and evaluation.reliability is not None:
         click.echo(f"reliability diagram written to {reliability_png(evaluation.reliability, plot_file, Path(model_file).name)}")
 
@@ -414,6 +418,8 @@ def _evaluate_locked_test(model_file: str, data: str | None, remeasure: bool, bo
                    "measurement after acting on the first is optimistic)")
         click.echo(f"{model_file} on the locked test split of study {study!r}: {stored.get('images')} images")
         click.echo(format_metrics(stored.get("metrics") or {}, stored.get("ci95") or {}))
+        if stored.get("warning"):
+            click.echo(f"warning: {stored['warning']}")
         if plot_file:
             click.echo("note: no reliability diagram written; the stored figures hold none (--remeasure draws one)")
         return
@@ -426,6 +432,8 @@ def _evaluate_locked_test(model_file: str, data: str | None, remeasure: bool, bo
     note = f", threshold {threshold:.4f} from the model" if threshold is not None else ""
     click.echo(f"{model_file} on the locked test split of study {study!r}: {result.test['images']} images, measured once{note}")
     click.echo(format_metrics(result.test["metrics"], result.test["ci95"]))
+    if result.test.get("warning"):
+        click.echo(f"warning: {result.test['warning']}")
     click.echo(f"test figures written into {model_file}; a second `evaluate --test` shows them")
     if plot_file and result.reliability is not None:
         click.echo(f"reliability diagram written to {reliability_png(result.reliability, plot_file, Path(model_file).name)}")

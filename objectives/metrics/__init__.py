@@ -3,7 +3,8 @@ classification metrics and the objective's names, per-epoch exact metrics, ROC p
 over folds and by bootstrap, calibration (Brier, ECE, temperature scaling, reliability
 diagrams), the spread that tells a constant-output model, and the tie test between trials."""
 
-from ._calibration import (CALIBRATION_BINNING, RELIABILITY_PNG_KIND, apply_temperature, brier_score, calibration_metrics,
+from ._calibration import (CALIBRATION_BINNING, MIN_CALIBRATION_IMAGES, RELIABILITY_PNG_KIND, TEMPERATURE_BOUNDS,
+                           apply_temperature, calibration_refusal, brier_score, calibration_metrics,
                            check_plot_path, expected_calibration_error, fit_temperature, reliability_diagram,
                            reliability_png, temperature_report)
 from ._classification import (METRIC_DIRECTIONS, SENS_AT_SPEC_PREFIX, classification_metrics, epoch_metrics,
@@ -20,14 +21,17 @@ __all__ = [
     "CONSTANT_OUTPUT_SPREAD",
     "CV_INTERVAL_METHOD",
     "METRIC_DIRECTIONS",
+    "MIN_CALIBRATION_IMAGES",
     "PNG_MARK_KEY",
     "RELIABILITY_PNG_KIND",
     "SENS_AT_SPEC_PREFIX",
+    "TEMPERATURE_BOUNDS",
     "TIE_TEST",
     "apply_temperature",
     "bootstrap_intervals",
     "brier_score",
     "calibration_metrics",
+    "calibration_refusal",
     "cheapest",
     "check_plot_path",
     "class_probabilities",

@@ -89,7 +89,8 @@ def measure_locked_test(model_file: str | Path, metadata: dict[str, Any], datase
 
     from medsweep.objectives.evaluation import predict_probabilities, seen_images
     from medsweep.objectives.images import decode_images
-    from medsweep.objectives.metrics import bootstrap_intervals, classification_metrics, reliability_diagram
+    from medsweep.objectives.metrics import (bootstrap_intervals, classification_metrics, constant_output_warning,
+                                             reliability_diagram)
     from medsweep.objectives.model import load_model
 
     files = test_files(dataset)
@@ -116,6 +117,9 @@ def measure_locked_test(model_file: str | Path, metadata: dict[str, Any], datase
         "seen": seen_line if seen.known and seen.seen else "",
         "note": f"measured by `medsweep evaluate --test` on study {study!r}'s locked test split",
     }
+    warning = constant_output_warning(probabilities, "test images", class_names, threshold)
+    if warning:
+        test["warning"] = warning
     update_model_metadata(model_file, {**metadata, "test": test})
     return LockedTest(study, test, stored=False, seen_line=seen_line, reliability=reliability_diagram(labels, probabilities))
 
