@@ -158,12 +158,17 @@ def force_option(function: Callable[..., Any]) -> Callable[..., Any]:
     )(function)
 
 
-def _check_outputs(outputs: list[tuple[Any, Any]], option: str, force: bool, protected: list[Any]) -> None:
-    """Apply the output rule before any work and print what will be replaced."""
+def _check_outputs(outputs: list[tuple[Any, Any]], option: str, force: bool, protected: list[Any]) -> list[str]:
+    """Apply the output rule before any work; the notes on what gets replaced, which the command
+    prints once it has written (so a command that fails says one line only)."""
     from ._outputs import check_outputs
 
-    for note in check_outputs(outputs, option=option, force=force, protected=protected):
-        click.echo(f"note: {note}")
+    return [f"note: {note}" for note in check_outputs(outputs, option=option, force=force, protected=protected)]
+
+
+def _say(lines: list[str]) -> None:
+    for line in lines:
+        click.echo(line)
 
 
 def _set_verbosity(verbose: bool) -> None:
@@ -296,10 +301,11 @@ def export(study: str, output: str, prefer: str, force: bool, storage: str) -> N
     from .study._study import load_study
 
     check_output_path(output, "-o")
-    _check_outputs([(output, EXPORT)], "-o", force, study_database(storage))
+    replacing = _check_outputs([(output, EXPORT)], "-o", force, study_database(storage))
     loaded, settings = load_study(_open(storage), study)
     document = export_best(loaded, settings, prefer=prefer)
     path = write_export(document, output)
+    _say(replacing)
     ties = document.get("ties") or {}
     click.echo(f"exported trial {document['trial']} ({settings.metric} {document['objective']['value']:.4f}) to {path}")
     if ties.get("tested"):
@@ -332,9 +338,11 @@ def train(config_file: str, data_dir: str | None, val_dir: str | None, final: bo
     if calibrate and not final:
         raise click.UsageError("--calibrate needs --final")
     outputs = [(path, MODEL)] + ([(model_card_path(path), MODEL_CARD)] if final else [])
-    _check_outputs(outputs, "-o", force, study_database(None) + inputs([config_file], "the config this command reads"))
+    replacing = _check_outputs(outputs, "-o", force,
+                               study_database(None) + inputs([config_file], "the config this command reads"))
     done = retrain(config_file, output, data_dir=data_dir, val_dir=None if final else val_dir, final=final,
                    remeasure=remeasure, bootstrap=bootstrap, verbose=2 if verbose else 0, calibrate=calibrate)
+    _say(replacing)
     for note in done.notes:
         click.echo(f"note: {note}")
     for warning in done.warnings:
@@ -377,12 +385,13 @@ def evaluate(model_file: str, data: str | None, locked_test: bool, remeasure: bo
     from .results._format import format_metrics
     from .results._inputs import check_evaluation_inputs
 
+    replacing: list[str] = []
     if plot_file:
         check_plot_path(plot_file)
-        _check_outputs([(plot_file, RELIABILITY_PNG)], "--plot", force,
-                       study_database(storage) + inputs([model_file, data], "an input of this command"))
+        replacing = _check_outputs([(plot_file, RELIABILITY_PNG)], "--plot", force,
+                                   study_database(storage) + inputs([model_file, data], "an input of this command"))
     if locked_test:
-        _evaluate_locked_test(model_file, data, remeasure, bootstrap, seed, exclude_seen, plot_file, storage)
+        _evaluate_locked_test(model_file, data, remeasure, bootstrap, seed, exclude_seen, plot_file, storage, replacing)
         return
     if not data:
         raise click.UsageError("pass --data FOLDER (or a CSV), or --test to measure the model's study's locked test split")
@@ -398,11 +407,13 @@ def evaluate(model_file: str, data: str | None, locked_test: bool, remeasure: bo
     if evaluation.warning:
         click.echo(f"warning: {evaluation.warning}")
     if plot_file and evaluation.reliability is not None:
-        click.echo(f"reliability diagram written to {reliability_png(evaluation.reliability, plot_file, Path(model_file).name)}")
+        written = reliability_png(evaluation.reliability, plot_file, Path(model_file).name)
+        _say(replacing)
+        click.echo(f"reliability diagram written to {written}")
 
 
 def _evaluate_locked_test(model_file: str, data: str | None, remeasure: bool, bootstrap: int, seed: int,
-                          exclude_seen: bool, plot_file: str | None, storage: str) -> None:
+                          exclude_seen: bool, plot_file: str | None, storage: str, replacing: list[str]) -> None:
     """`evaluate --test`: show the stored figures, or measure the study's locked test split once."""
     from medsweep.objectives.metrics import reliability_png
 
@@ -436,7 +447,9 @@ def _evaluate_locked_test(model_file: str, data: str | None, remeasure: bool, bo
         click.echo(f"warning: {result.test['warning']}")
     click.echo(f"test figures written into {model_file}; a second `evaluate --test` shows them")
     if plot_file and result.reliability is not None:
-        click.echo(f"reliability diagram written to {reliability_png(result.reliability, plot_file, Path(model_file).name)}")
+        written = reliability_png(result.reliability, plot_file, Path(model_file).name)
+        _say(replacing)
+        click.echo(f"reliability diagram written to {written}")
 
 
 @main.command()
@@ -453,10 +466,11 @@ def explain(model_file: str, images: tuple[str, ...], output_dir: str, class_nam
 
     from ._outputs import OVERLAY_PNG, inputs, study_database
 
-    _check_outputs([(path, OVERLAY_PNG) for path in overlay_paths(images, output_dir)], "-o", force,
-                   study_database(None) + inputs([model_file, *images], "an input of this command"))
-
-    for row in explain_files(model_file, images, output_dir, class_name=class_name, layer=layer):
+    replacing = _check_outputs([(path, OVERLAY_PNG) for path in overlay_paths(images, output_dir)], "-o", force,
+                               study_database(None) + inputs([model_file, *images], "an input of this command"))
+    rows = explain_files(model_file, images, output_dir, class_name=class_name, layer=layer)
+    _say(replacing)
+    for row in rows:
         click.echo(f"{row['overlay']}\t{row['class']}\t{row['probability']:.4f}\texplains {row['explained']}")
 
 
@@ -490,10 +504,10 @@ def report(study: str, output: str, png_dir: str | None, model_file: str | None,
     from .study._study import load_study
 
     protected = study_database(storage) + inputs([model_file], "the model this command reads")
-    _check_outputs([(output, REPORT)], "-o", force, protected)
+    replacing = _check_outputs([(output, REPORT)], "-o", force, protected)
     if png_dir:
-        _check_outputs([(Path(png_dir) / f"{key}.png", REPORT_FIGURE_PNG) for key in FIGURE_KEYS], "--png", force,
-                       protected)
+        replacing += _check_outputs([(Path(png_dir) / f"{key}.png", REPORT_FIGURE_PNG) for key in FIGURE_KEYS],
+                                    "--png", force, protected)
 
     if model_file:
         from medsweep.objectives.model import read_model_metadata
@@ -501,6 +515,7 @@ def report(study: str, output: str, png_dir: str | None, model_file: str | None,
         read_model_metadata(model_file)  # a missing or foreign file fails before the study is read
     loaded, settings = load_study(_open(storage), study)
     _, path, pngs = write_study_report(loaded, settings, output, png_dir, model_file=model_file)
+    _say(replacing)
     click.echo(f"wrote {path}" + (f" and {len(pngs)} PNG figures in {png_dir}" if png_dir else ""))
 
 

@@ -88,6 +88,10 @@ def test_export_refuses_a_foreign_file_unless_forced_and_replaces_its_own(tmp_pa
     fresh = tmp_path / "fresh.yaml"
     code, output = _run("export", "s", "-o", str(fresh), "--storage", url)
     assert code == 0 and "replacing" not in output, output
+    # a command that fails says its one line only, not what it would have replaced
+    code, output = _run("export", "nosuch", "-o", str(notes), "--storage", url)
+    (line,) = output.strip().splitlines()
+    assert code == 1 and line.startswith("error: study 'nosuch' does not exist"), output
 
 
 def test_report_never_writes_over_the_database_or_its_model_and_replaces_its_own(tmp_path: Path) -> None:
