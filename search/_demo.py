@@ -89,11 +89,17 @@ def run_demo(workdir: Path, storage_url: str | None, n_trials: int, echo: Callab
     train_dir, test_files = build_demo_images(workdir / "data")
     space_file = workdir / "space.yaml"
     space_file.write_text(DEMO_SPACE)
-    if storage_url is None:
-        database = workdir / "medsweep.db"
-        database.unlink(missing_ok=True)
-        storage_url = f"sqlite:///{database}"
+    own_database = storage_url is None
+    if own_database:
+        storage_url = f"sqlite:///{workdir / 'medsweep.db'}"
     storage = open_storage(storage_url)
+    if own_database:
+        # Start the demo's own study afresh; the file stays, with any study the user added to it
+        # (the quick start's) untouched.
+        import optuna
+
+        if "demo" in optuna.get_all_study_names(storage):
+            optuna.delete_study(study_name="demo", storage=storage)
     echo(f"1/5 data: {train_dir} (2 classes x 40 synthetic images); storage: {describe_storage(storage.url)}")
     dataset = ImageDataset.open(DataSpec(str(train_dir)))
     create_study(storage, "demo", dataset, SearchSpace.from_yaml(space_file), metric="loss", resume=True)

@@ -219,9 +219,14 @@ def test_demo_with_force_keeps_other_files_and_reruns_in_its_own_folder(tmp_path
     assert first.returncode == 0, first.stderr
     assert "note: writing the demo into" in first.stdout and "readme.txt; --force" in first.stdout
     assert (folder / "readme.txt").read_text() == "keep me" and (folder / ".medsweep-demo").is_file()
+    # the quick start adds its own study to the demo's database; a second demo keeps it
+    database = f"sqlite:///{folder / 'medsweep.db'}"
+    optuna.create_study(study_name="lesions", storage=database).add_trial(optuna.trial.create_trial(value=0.5))
     again = _demo(tmp_path, "--workdir", str(folder), "--n-trials", "1")
     assert again.returncode == 0, again.stderr
     assert again.stdout.startswith(f"note: replacing the earlier demo in {folder}\n"), again.stdout
+    assert len(optuna.load_study(study_name="lesions", storage=database).trials) == 1
+    assert len(optuna.load_study(study_name="demo", storage=database).trials) == 1  # started afresh
 
 
 # --- a model's own kinds: replaced with a note -------------------------------------------------
