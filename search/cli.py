@@ -345,8 +345,6 @@ def train(config_file: str, data_dir: str | None, val_dir: str | None, final: bo
     _say(replacing)
     for note in done.notes:
         click.echo(f"note: {note}")
-    for warning in done.warnings:
-        click.echo(f"warning: {warning}")
     if done.test is not None:
         from .results._format import format_calibration, format_metrics
 
@@ -356,9 +354,11 @@ def train(config_file: str, data_dir: str | None, val_dir: str | None, final: bo
         if done.calibration is not None:
             click.echo(format_calibration(done.calibration))
         click.echo(f"test metrics written to {done.export_path} and into the model; model card {done.card_path}")
-        return
-    measured = ", ".join(f"{k} {v:.3f}" for k, v in done.metrics.items() if isinstance(v, float))
-    click.echo(f"saved {done.path}" + (f" (validation: {measured})" if measured else ""))
+    else:
+        measured = ", ".join(f"{k} {v:.3f}" for k, v in done.metrics.items() if isinstance(v, float))
+        click.echo(f"saved {done.path}" + (f" (validation: {measured})" if measured else ""))
+    for warning in done.warnings:  # last, under the figures they qualify (also in the model and its card)
+        click.echo(f"warning: {warning}")
 
 
 @main.command()

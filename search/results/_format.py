@@ -27,7 +27,7 @@ def format_calibration(report: dict[str, Any]) -> str:
     when the fit was skipped: the `warning:` line says why)."""
     if report.get("skipped"):
         return (f"temperature scaling: not applied (T = 1) on {report.get('validation_images', '?')} validation images; "
-                "see the warning")
+                "see the warning below")
     lines = [f"temperature scaling: T = {report['temperature']:.3f}, fitted on {report.get('validation_images', '?')} "
              f"validation images ({report.get('fitted_on', 'validation outputs only')})",
              "set          brier before  brier after  ece before  ece after"]
