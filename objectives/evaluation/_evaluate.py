@@ -165,4 +165,4 @@ def evaluate_model(model_path: str | Path, data: str | Path, *, resamples: int =
     return Evaluation(metrics, intervals, threshold, class_names,
                       f"not read: {len(files.unread)} file(s): {unread}" if unread else None, seen,
                       reliability_diagram(labels, probabilities),
-                      constant_output_warning(probabilities, "images", class_names, threshold))
+                      constant_output_warning(probabilities, "images", class_names, threshold, labels))

@@ -25,16 +25,20 @@ def output_spread(outputs: np.ndarray) -> float:
 
 
 def constant_output_warning(outputs: np.ndarray, images: str = "validation images",
-                            class_names: Sequence[str] | None = None, threshold: float | None = None) -> str | None:
+                            class_names: Sequence[str] | None = None, threshold: float | None = None,
+                            labels: Sequence[int] | None = None) -> str | None:
     """A one-line warning when the outputs are (nearly) the same for every image, else None. With
     `class_names` (and a two-class model's `threshold`, if it has one), also when every image is
-    predicted as the same class; `images` names the images ("test images")."""
+    predicted as the same class, unless the true `labels`, when given, hold one class only;
+    `images` names the images ("test images")."""
     spread = output_spread(outputs)
     if spread < CONSTANT_OUTPUT_SPREAD:
         return (f"outputs constant (spread {spread:.2g} across {len(outputs)} {images}): the network does not "
                 "see the images (low-range input?); try intensity: minmax")
     if class_names is None or len(outputs) < 2 or len(class_names) < 2:
         return None
+    if labels is not None and len(np.unique(np.asarray(labels))) < 2:
+        return None  # images of one class: one predicted class may be right
     probabilities = class_probabilities(np.asarray(outputs))
     if threshold is not None and probabilities.shape[1] == 2:
         predicted = (probabilities[:, 1] >= threshold).astype(np.int64)

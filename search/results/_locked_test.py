@@ -117,7 +117,7 @@ def measure_locked_test(model_file: str | Path, metadata: dict[str, Any], datase
         "seen": seen_line if seen.known and seen.seen else "",
         "note": f"measured by `medsweep evaluate --test` on study {study!r}'s locked test split",
     }
-    warning = constant_output_warning(probabilities, "test images", class_names, threshold)
+    warning = constant_output_warning(probabilities, "test images", class_names, threshold, labels)
     if warning:
         test["warning"] = warning
     update_model_metadata(model_file, {**metadata, "test": test})

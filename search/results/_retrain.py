@@ -119,14 +119,14 @@ def _output_warnings(result: Any, model: Any, data: Any, class_names: Any, final
     from medsweep.objectives.metrics import constant_output_warning
 
     if result.outputs is not None and len(data.y_val):
-        warning = constant_output_warning(result.outputs, "validation images", list(class_names))
+        warning = constant_output_warning(result.outputs, "validation images", list(class_names), labels=data.y_val)
     elif not final and len(data.y_train):
         # Predicted in chunks: training images may be memory-mapped from disk.
         import numpy as np
 
         outputs = np.concatenate([predict_probabilities(model, np.asarray(data.x_train[start:start + 256]))
                                   for start in range(0, len(data.y_train), 256)])
-        warning = constant_output_warning(outputs, "training images", list(class_names))
+        warning = constant_output_warning(outputs, "training images", list(class_names), labels=data.y_train)
     else:
         warning = None
     return [warning] if warning else []
@@ -303,7 +303,7 @@ def _measure_test(model: Any, dataset: ImageDataset, size: int, threshold_sectio
     probabilities = predict_probabilities(model, x_test)
     threshold = threshold_section["value"] if threshold_section else None
     class_names = list(dataset.class_names)
-    warning = constant_output_warning(probabilities, "test images", class_names, threshold)
+    warning = constant_output_warning(probabilities, "test images", class_names, threshold, y_test)
     return {
         "locked": True, "measured": True,
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

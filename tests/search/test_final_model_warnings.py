@@ -94,6 +94,8 @@ def test_one_class_for_every_image_is_named_even_when_outputs_vary() -> None:
     two = np.array([0.2, 0.3, 0.4, 0.45])
     assert constant_output_warning(two, "images", ["n", "p"]) is not None  # all below 0.5
     assert constant_output_warning(two, "images", ["n", "p"], threshold=0.35) is None  # the model's threshold
+    assert constant_output_warning(two, "images", ["n", "p"], labels=[0, 0, 0, 0]) is None  # all negatives: right
+    assert constant_output_warning(two, "images", ["n", "p"], labels=[0, 0, 1, 0]) is not None
 
 
 LEARNING = {"backbone": "VGG19", "image_size": 32, "weights": "none", "learning_rate": 0.005, "epochs": 5,
