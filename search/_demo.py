@@ -64,14 +64,14 @@ def run_demo(workdir: Path, storage_url: str | None, n_trials: int, echo: Callab
              force: bool = False) -> None:
     """Build data, search, export, retrain and predict; each step prints what it did. Runs are
     repeatable: a seeded sampler, seeded training and deterministic TensorFlow ops. A work folder
-    holding files an earlier demo did not create is refused unless `force` (see `_outputs`)."""
+    holding files an earlier demo did not create is refused unless `force` (see `_overwrite`)."""
     import os
 
     from medsweep.objectives.evaluation import predict_files
     from medsweep.objectives.images import DataSpec, ImageDataset
     from medsweep.storage import describe_storage, open_storage
 
-    from ._outputs import check_demo_workdir, mark_demo_workdir
+    from ._overwrite import check_demo_workdir, mark_demo_workdir
     from .results._export import export_best, write_export
     from .results._retrain import train_from_export
     from .results._status import status_report

@@ -150,7 +150,7 @@ def intensity_option(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def force_option(function: Callable[..., Any]) -> Callable[..., Any]:
-    """--force, for every command that writes files (the rule is in search/_outputs.py)."""
+    """--force, for every command that writes files (the rule is in search/_overwrite.py)."""
     return click.option(
         "--force", is_flag=True,
         help="Write over existing files that are not this command's own earlier output (an earlier "
@@ -161,7 +161,7 @@ def force_option(function: Callable[..., Any]) -> Callable[..., Any]:
 def _check_outputs(outputs: list[tuple[Any, Any]], option: str, force: bool, protected: list[Any]) -> list[str]:
     """Apply the output rule before any work; the notes on what gets replaced, which the command
     prints once it has written (so a command that fails says one line only)."""
-    from ._outputs import check_outputs
+    from ._overwrite import check_outputs
 
     return [f"note: {note}" for note in check_outputs(outputs, option=option, force=force, protected=protected)]
 
@@ -296,7 +296,7 @@ def status(study: str, storage: str) -> None:
 @storage_option
 def export(study: str, output: str, prefer: str, force: bool, storage: str) -> None:
     """Write the best trial's config, metrics, data fingerprint, versions and ties as YAML."""
-    from ._outputs import EXPORT, study_database
+    from ._overwrite import EXPORT, study_database
     from .results._export import check_output_path, export_best, write_export
     from .study._study import load_study
 
@@ -328,7 +328,7 @@ def train(config_file: str, data_dir: str | None, val_dir: str | None, final: bo
           calibrate: bool, output: str, force: bool, verbose: bool) -> None:
     """Retrain an exported config (from `medsweep export`) and save the model; no study needed.
     With --final, also writes MODEL.card.md (the model card) beside the model."""
-    from ._outputs import MODEL, MODEL_CARD, inputs, study_database
+    from ._overwrite import MODEL, MODEL_CARD, inputs, study_database
     from .results._export import check_output_path
     from .results._retrain import model_card_path, retrain
 
@@ -381,7 +381,7 @@ def evaluate(model_file: str, data: str | None, locked_test: bool, remeasure: bo
     from medsweep.objectives.evaluation import evaluate_model
     from medsweep.objectives.metrics import check_plot_path, reliability_png
 
-    from ._outputs import RELIABILITY_PNG, inputs, study_database
+    from ._overwrite import RELIABILITY_PNG, inputs, study_database
     from .results._format import format_metrics
     from .results._inputs import check_evaluation_inputs
 
@@ -464,7 +464,7 @@ def explain(model_file: str, images: tuple[str, ...], output_dir: str, class_nam
     """Write a Grad-CAM overlay PNG for each image: where the model looks for its prediction."""
     from medsweep.objectives.evaluation import explain_files, overlay_paths
 
-    from ._outputs import OVERLAY_PNG, inputs, study_database
+    from ._overwrite import OVERLAY_PNG, inputs, study_database
 
     replacing = _check_outputs([(path, OVERLAY_PNG) for path in overlay_paths(images, output_dir)], "-o", force,
                                study_database(None) + inputs([model_file, *images], "an input of this command"))
@@ -499,7 +499,7 @@ def predict(model_file: str, files: tuple[str, ...]) -> None:
 def report(study: str, output: str, png_dir: str | None, model_file: str | None, force: bool, storage: str) -> None:
     """Write one self-contained HTML report (opens offline): summary, baselines, figures, ties,
     calibration and (with --model) where the model looks."""
-    from ._outputs import REPORT, REPORT_FIGURE_PNG, inputs, study_database
+    from ._overwrite import REPORT, REPORT_FIGURE_PNG, inputs, study_database
     from .report._report import FIGURE_KEYS, write_study_report
     from .study._study import load_study
 

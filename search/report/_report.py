@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from .._errors import MedsweepError
-from .._outputs import REPORT_FIGURE_PNG, REPORT_GENERATOR
+from .._overwrite import REPORT_FIGURE_PNG, REPORT_GENERATOR
 from .._record import (backbone_of, baseline_of, config_of, cv_interval, epochs_planned, epochs_trained,
                        history_of, metrics_of, reliability_of, roc_curve_of)
 from ..results._ties import find_ties

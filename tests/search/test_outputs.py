@@ -154,7 +154,7 @@ def test_png_marks_tell_each_kind_of_figure_apart(tmp_path: Path) -> None:
 
     from medsweep.objectives.evaluation import png_bytes
     from medsweep.objectives.metrics import mark_png_file, png_kind, reliability_diagram, reliability_png
-    from medsweep.search._outputs import OVERLAY_PNG, RELIABILITY_PNG, REPORT_FIGURE_PNG
+    from medsweep.search._overwrite import OVERLAY_PNG, RELIABILITY_PNG, REPORT_FIGURE_PNG
 
     diagram = reliability_png(reliability_diagram([0, 1, 1], np.array([0.2, 0.7, 0.9])), tmp_path / "r.png")
     overlay = tmp_path / "o.png"
