@@ -295,9 +295,7 @@ def _measure_test(model: Any, dataset: ImageDataset, size: int, threshold_sectio
                   output: str | Path, bootstrap: int) -> dict[str, Any]:
     """The locked test set's metrics with bootstrap intervals, at the export's threshold."""
     from medsweep.objectives.evaluation import predict_probabilities
-    from medsweep.objectives.metrics import bootstrap_intervals, classification_metrics
-
-    from medsweep.objectives.metrics import constant_output_warning
+    from medsweep.objectives.metrics import bootstrap_intervals, classification_metrics, constant_output_warning
 
     x_test, y_test = dataset.test_arrays(size)
     probabilities = predict_probabilities(model, x_test)
