@@ -60,15 +60,18 @@ def build_demo_images(folder: Path, per_class: int = 40, seed: int = 0) -> tuple
     return train, tests
 
 
-def run_demo(workdir: Path, storage_url: str | None, n_trials: int, echo: Callable[[str], None]) -> None:
+def run_demo(workdir: Path, storage_url: str | None, n_trials: int, echo: Callable[[str], None],
+             force: bool = False) -> None:
     """Build data, search, export, retrain and predict; each step prints what it did. Runs are
-    repeatable: a seeded sampler, seeded training and deterministic TensorFlow ops."""
+    repeatable: a seeded sampler, seeded training and deterministic TensorFlow ops. A work folder
+    holding files an earlier demo did not create is refused unless `force` (see `_overwrite`)."""
     import os
 
     from medsweep.objectives.evaluation import predict_files
     from medsweep.objectives.images import DataSpec, ImageDataset
     from medsweep.storage import describe_storage, open_storage
 
+    from ._overwrite import check_demo_workdir, mark_demo_workdir
     from .results._export import export_best, write_export
     from .results._retrain import train_from_export
     from .results._status import status_report
@@ -79,15 +82,24 @@ def run_demo(workdir: Path, storage_url: str | None, n_trials: int, echo: Callab
 
     # Read by TensorFlow when it loads (later, in training): same inputs, same results.
     os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
-    workdir.mkdir(parents=True, exist_ok=True)
+    note = check_demo_workdir(workdir, force=force, own_database=storage_url is None)
+    if note:
+        echo(f"note: {note}")
+    mark_demo_workdir(workdir)
     train_dir, test_files = build_demo_images(workdir / "data")
     space_file = workdir / "space.yaml"
     space_file.write_text(DEMO_SPACE)
-    if storage_url is None:
-        database = workdir / "medsweep.db"
-        database.unlink(missing_ok=True)
-        storage_url = f"sqlite:///{database}"
+    own_database = storage_url is None
+    if own_database:
+        storage_url = f"sqlite:///{workdir / 'medsweep.db'}"
     storage = open_storage(storage_url)
+    if own_database:
+        # Start the demo's own study afresh; the file stays, with any study the user added to it
+        # (the quick start's) untouched.
+        import optuna
+
+        if "demo" in optuna.get_all_study_names(storage):
+            optuna.delete_study(study_name="demo", storage=storage)
     echo(f"1/5 data: {train_dir} (2 classes x 40 synthetic images); storage: {describe_storage(storage.url)}")
     dataset = ImageDataset.open(DataSpec(str(train_dir)))
     create_study(storage, "demo", dataset, SearchSpace.from_yaml(space_file), metric="loss", resume=True)

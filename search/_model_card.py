@@ -20,6 +20,8 @@ the card fills from what medsweep recorded and which are left to the model's own
   threshold:   value, target_specificity, chosen_on
   calibration: temperature, method, binning, validation/test {before, after: {brier, ece}}
   explanation: method (e.g. "Grad-CAM"), where (e.g. "report.html, validation images")
+  warnings:    [text]: what a reader must not miss (constant outputs, one class for every image,
+               a calibration left at T = 1), shown above everything else
   versions:    {package: version}
   intended_use, limitations: text the owner wrote (left as prompts when absent)."""
 
@@ -251,6 +253,9 @@ def _quantitative(facts: Mapping[str, Any]) -> list[str]:
 
 
 def _calibration_lines(calibration: Mapping[str, Any]) -> list[str]:
+    if calibration and calibration.get("skipped"):
+        return [f"- Not recalibrated: `--calibrate` kept T = 1 because {calibration['skipped']}; the probabilities "
+                "are the network's own."]
     if not calibration or calibration.get("temperature") is None:
         return ["- Not recalibrated: the probabilities are the network's own (see Brier and ECE above)."]
     temperature = float(calibration["temperature"])
@@ -299,15 +304,22 @@ def _claim_table() -> list[str]:
     return lines + _table(("item", "topic", "status", "where"), rows)
 
 
+def _warnings(facts: Mapping[str, Any]) -> list[str]:
+    warnings = [str(w) for w in facts.get("warnings") or []]
+    if not warnings:
+        return []
+    return ["## Warnings", ""] + [f"- **Warning:** {w.strip()}".replace("\n", " ") for w in warnings]
+
+
 def render_model_card(facts: Mapping[str, Any]) -> str:
     """The Markdown model card for `facts` (see the module docstring for its keys)."""
     model = _section(facts, "model")
     title = f"# Model card: {model.get('file') or 'medsweep model'}"
     parts = [[title, "", "Written by `medsweep train --final`. Sections follow Mitchell et al. (2019), "
                         "\"Model Cards for Model Reporting\"; italic prompts are for the model's owner to fill."],
-             _model_details(facts), _intended_use(facts), _factors(), _metrics(facts), _evaluation_data(facts),
-             _training_data(facts), _quantitative(facts), _ethics(), _caveats(facts), _claim_table()]
-    return "\n\n".join("\n".join(part) for part in parts).replace("\n\n\n", "\n\n") + "\n"
+             _warnings(facts), _model_details(facts), _intended_use(facts), _factors(), _metrics(facts),
+             _evaluation_data(facts), _training_data(facts), _quantitative(facts), _ethics(), _caveats(facts), _claim_table()]
+    return "\n\n".join("\n".join(part) for part in parts if part).replace("\n\n\n", "\n\n") + "\n"
 
 
 def _describe_range(spec: Any) -> str:
@@ -380,7 +392,8 @@ def card_facts(document: Mapping[str, Any], metadata: Mapping[str, Any], *, mode
             "data": data, "search": search_section, "cv": cv, "test": test,
             "threshold": document.get("threshold") or metadata.get("threshold") or {},
             "calibration": dict(calibration or {}), "explanation": dict(explanation or {}),
-            "versions": metadata.get("versions") or document.get("versions") or {}}
+            "versions": metadata.get("versions") or document.get("versions") or {},
+            "warnings": list(metadata.get("warnings") or [])}
 
 
 def _test_labels(dataset: Any) -> list[int]:

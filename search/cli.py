@@ -149,6 +149,28 @@ def intensity_option(function: Callable[..., Any]) -> Callable[..., Any]:
     )(function)
 
 
+def force_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    """--force, for every command that writes files (the rule is in search/_overwrite.py)."""
+    return click.option(
+        "--force", is_flag=True,
+        help="Write over existing files that are not this command's own earlier output (an earlier "
+             "output of the same kind is replaced without it; the study's database never is).",
+    )(function)
+
+
+def _check_outputs(outputs: list[tuple[Any, Any]], option: str, force: bool, protected: list[Any]) -> list[str]:
+    """Apply the output rule before any work; the notes on what gets replaced, which the command
+    prints once it has written (so a command that fails says one line only)."""
+    from ._overwrite import check_outputs
+
+    return [f"note: {note}" for note in check_outputs(outputs, option=option, force=force, protected=protected)]
+
+
+def _say(lines: list[str]) -> None:
+    for line in lines:
+        click.echo(line)
+
+
 def _set_verbosity(verbose: bool) -> None:
     """Quiet by default: Optuna at WARNING, TensorFlow's C++ start-up lines off (objectives
     filters the rest while TensorFlow imports); worker processes inherit the choice."""
@@ -270,16 +292,20 @@ def status(study: str, storage: str) -> None:
 @click.option("--prefer", type=click.Choice(("best", "cheapest")), default="best", show_default=True,
               help="cheapest: of the best trial and those within noise of it (corrected resampled t-test "
                    "over the folds), the one that took the fewest seconds.")
+@force_option
 @storage_option
-def export(study: str, output: str, prefer: str, storage: str) -> None:
+def export(study: str, output: str, prefer: str, force: bool, storage: str) -> None:
     """Write the best trial's config, metrics, data fingerprint, versions and ties as YAML."""
+    from ._overwrite import EXPORT, study_database
     from .results._export import check_output_path, export_best, write_export
     from .study._study import load_study
 
     check_output_path(output, "-o")
+    replacing = _check_outputs([(output, EXPORT)], "-o", force, study_database(storage))
     loaded, settings = load_study(_open(storage), study)
     document = export_best(loaded, settings, prefer=prefer)
     path = write_export(document, output)
+    _say(replacing)
     ties = document.get("ties") or {}
     click.echo(f"exported trial {document['trial']} ({settings.metric} {document['objective']['value']:.4f}) to {path}")
     if ties.get("tested"):
@@ -296,21 +322,27 @@ def export(study: str, output: str, prefer: str, storage: str) -> None:
 @click.option("--calibrate", is_flag=True, help="With --final: hold out the study's validation images, fit temperature "
                                                 "scaling on them and show Brier/ECE before and after.")
 @click.option("-o", "--output", default="model.keras", show_default=True, type=click.Path())
+@force_option
 @click.option("--verbose", is_flag=True, help="Show Keras progress per epoch.")
 def train(config_file: str, data_dir: str | None, val_dir: str | None, final: bool, remeasure: bool, bootstrap: int,
-          calibrate: bool, output: str, verbose: bool) -> None:
+          calibrate: bool, output: str, force: bool, verbose: bool) -> None:
     """Retrain an exported config (from `medsweep export`) and save the model; no study needed.
     With --final, also writes MODEL.card.md (the model card) beside the model."""
+    from ._overwrite import MODEL, MODEL_CARD, inputs, study_database
     from .results._export import check_output_path
-    from .results._retrain import retrain
+    from .results._retrain import model_card_path, retrain
 
-    check_output_path(output, "-o", suffix=".keras")  # before training, not after it
+    path = check_output_path(output, "-o", suffix=".keras")  # before training, not after it
     if not final and not data_dir:
         raise click.UsageError("pass --data FOLDER, or --final to train on the study's own data")
     if calibrate and not final:
         raise click.UsageError("--calibrate needs --final")
+    outputs = [(path, MODEL)] + ([(model_card_path(path), MODEL_CARD)] if final else [])
+    replacing = _check_outputs(outputs, "-o", force,
+                               study_database(None) + inputs([config_file], "the config this command reads"))
     done = retrain(config_file, output, data_dir=data_dir, val_dir=None if final else val_dir, final=final,
                    remeasure=remeasure, bootstrap=bootstrap, verbose=2 if verbose else 0, calibrate=calibrate)
+    _say(replacing)
     for note in done.notes:
         click.echo(f"note: {note}")
     if done.test is not None:
@@ -322,9 +354,11 @@ def train(config_file: str, data_dir: str | None, val_dir: str | None, final: bo
         if done.calibration is not None:
             click.echo(format_calibration(done.calibration))
         click.echo(f"test metrics written to {done.export_path} and into the model; model card {done.card_path}")
-        return
-    measured = ", ".join(f"{k} {v:.3f}" for k, v in done.metrics.items() if isinstance(v, float))
-    click.echo(f"saved {done.path}" + (f" (validation: {measured})" if measured else ""))
+    else:
+        measured = ", ".join(f"{k} {v:.3f}" for k, v in done.metrics.items() if isinstance(v, float))
+        click.echo(f"saved {done.path}" + (f" (validation: {measured})" if measured else ""))
+    for warning in done.warnings:  # last, under the figures they qualify (also in the model and its card)
+        click.echo(f"warning: {warning}")
 
 
 @main.command()
@@ -338,21 +372,26 @@ def train(config_file: str, data_dir: str | None, val_dir: str | None, final: bo
 @click.option("--seed", default=0, show_default=True, help="Seed of the bootstrap.")
 @click.option("--exclude-seen", is_flag=True, help="Leave out the images that trained or selected the model (by content hash).")
 @click.option("--plot", "plot_file", type=click.Path(), help="Also write the reliability diagram as this PNG file.")
+@force_option
 @storage_option
 def evaluate(model_file: str, data: str | None, locked_test: bool, remeasure: bool, bootstrap: int, seed: int,
-             exclude_seen: bool, plot_file: str | None, storage: str) -> None:
+             exclude_seen: bool, plot_file: str | None, force: bool, storage: str) -> None:
     """Measure a saved model on labelled images: every metric with a bootstrap 95% interval, and
     how many of the images the model already saw."""
     from medsweep.objectives.evaluation import evaluate_model
     from medsweep.objectives.metrics import check_plot_path, reliability_png
 
+    from ._overwrite import RELIABILITY_PNG, inputs, study_database
     from .results._format import format_metrics
     from .results._inputs import check_evaluation_inputs
 
+    replacing: list[str] = []
     if plot_file:
         check_plot_path(plot_file)
+        replacing = _check_outputs([(plot_file, RELIABILITY_PNG)], "--plot", force,
+                                   study_database(storage) + inputs([model_file, data], "an input of this command"))
     if locked_test:
-        _evaluate_locked_test(model_file, data, remeasure, bootstrap, seed, exclude_seen, plot_file, storage)
+        _evaluate_locked_test(model_file, data, remeasure, bootstrap, seed, exclude_seen, plot_file, storage, replacing)
         return
     if not data:
         raise click.UsageError("pass --data FOLDER (or a CSV), or --test to measure the model's study's locked test split")
@@ -365,12 +404,16 @@ def evaluate(model_file: str, data: str | None, locked_test: bool, remeasure: bo
     if evaluation.unread:
         click.echo(f"note: {evaluation.unread}")
     click.echo(format_metrics(evaluation.metrics, evaluation.intervals))
+    if evaluation.warning:
+        click.echo(f"warning: {evaluation.warning}")
     if plot_file and evaluation.reliability is not None:
-        click.echo(f"reliability diagram written to {reliability_png(evaluation.reliability, plot_file, Path(model_file).name)}")
+        written = reliability_png(evaluation.reliability, plot_file, Path(model_file).name)
+        _say(replacing)
+        click.echo(f"reliability diagram written to {written}")
 
 
 def _evaluate_locked_test(model_file: str, data: str | None, remeasure: bool, bootstrap: int, seed: int,
-                          exclude_seen: bool, plot_file: str | None, storage: str) -> None:
+                          exclude_seen: bool, plot_file: str | None, storage: str, replacing: list[str]) -> None:
     """`evaluate --test`: show the stored figures, or measure the study's locked test split once."""
     from medsweep.objectives.metrics import reliability_png
 
@@ -386,6 +429,8 @@ def _evaluate_locked_test(model_file: str, data: str | None, remeasure: bool, bo
                    "measurement after acting on the first is optimistic)")
         click.echo(f"{model_file} on the locked test split of study {study!r}: {stored.get('images')} images")
         click.echo(format_metrics(stored.get("metrics") or {}, stored.get("ci95") or {}))
+        if stored.get("warning"):
+            click.echo(f"warning: {stored['warning']}")
         if plot_file:
             click.echo("note: no reliability diagram written; the stored figures hold none (--remeasure draws one)")
         return
@@ -398,9 +443,13 @@ def _evaluate_locked_test(model_file: str, data: str | None, remeasure: bool, bo
     note = f", threshold {threshold:.4f} from the model" if threshold is not None else ""
     click.echo(f"{model_file} on the locked test split of study {study!r}: {result.test['images']} images, measured once{note}")
     click.echo(format_metrics(result.test["metrics"], result.test["ci95"]))
+    if result.test.get("warning"):
+        click.echo(f"warning: {result.test['warning']}")
     click.echo(f"test figures written into {model_file}; a second `evaluate --test` shows them")
     if plot_file and result.reliability is not None:
-        click.echo(f"reliability diagram written to {reliability_png(result.reliability, plot_file, Path(model_file).name)}")
+        written = reliability_png(result.reliability, plot_file, Path(model_file).name)
+        _say(replacing)
+        click.echo(f"reliability diagram written to {written}")
 
 
 @main.command()
@@ -409,11 +458,19 @@ def _evaluate_locked_test(model_file: str, data: str | None, remeasure: bool, bo
 @click.option("-o", "--output", "output_dir", required=True, type=click.Path(), help="Folder for the overlay PNGs (IMAGE.gradcam.png).")
 @click.option("--class", "class_name", help="Explain this class for every image instead of each image's predicted class.")
 @click.option("--layer", help="Backbone layer whose feature map Grad-CAM uses (default: the deepest one at least 7x7).")
-def explain(model_file: str, images: tuple[str, ...], output_dir: str, class_name: str | None, layer: str | None) -> None:
+@force_option
+def explain(model_file: str, images: tuple[str, ...], output_dir: str, class_name: str | None, layer: str | None,
+            force: bool) -> None:
     """Write a Grad-CAM overlay PNG for each image: where the model looks for its prediction."""
-    from medsweep.objectives.evaluation import explain_files
+    from medsweep.objectives.evaluation import explain_files, overlay_paths
 
-    for row in explain_files(model_file, images, output_dir, class_name=class_name, layer=layer):
+    from ._overwrite import OVERLAY_PNG, inputs, study_database
+
+    replacing = _check_outputs([(path, OVERLAY_PNG) for path in overlay_paths(images, output_dir)], "-o", force,
+                               study_database(None) + inputs([model_file, *images], "an input of this command"))
+    rows = explain_files(model_file, images, output_dir, class_name=class_name, layer=layer)
+    _say(replacing)
+    for row in rows:
         click.echo(f"{row['overlay']}\t{row['class']}\t{row['probability']:.4f}\texplains {row['explained']}")
 
 
@@ -437,12 +494,20 @@ def predict(model_file: str, files: tuple[str, ...]) -> None:
 @click.option("--png", "png_dir", type=click.Path(), help="Also write each figure as DIR/<figure>.png (needs Chromium).")
 @click.option("--model", "model_file", type=click.Path(), help="A model of this study (e.g. from `train --final`): "
                                                                "adds Grad-CAM rows of its validation images.")
+@force_option
 @storage_option
-def report(study: str, output: str, png_dir: str | None, model_file: str | None, storage: str) -> None:
+def report(study: str, output: str, png_dir: str | None, model_file: str | None, force: bool, storage: str) -> None:
     """Write one self-contained HTML report (opens offline): summary, baselines, figures, ties,
     calibration and (with --model) where the model looks."""
-    from .report._report import write_study_report
+    from ._overwrite import REPORT, REPORT_FIGURE_PNG, inputs, study_database
+    from .report._report import FIGURE_KEYS, write_study_report
     from .study._study import load_study
+
+    protected = study_database(storage) + inputs([model_file], "the model this command reads")
+    replacing = _check_outputs([(output, REPORT)], "-o", force, protected)
+    if png_dir:
+        replacing += _check_outputs([(Path(png_dir) / f"{key}.png", REPORT_FIGURE_PNG) for key in FIGURE_KEYS],
+                                    "--png", force, protected)
 
     if model_file:
         from medsweep.objectives.model import read_model_metadata
@@ -450,6 +515,7 @@ def report(study: str, output: str, png_dir: str | None, model_file: str | None,
         read_model_metadata(model_file)  # a missing or foreign file fails before the study is read
     loaded, settings = load_study(_open(storage), study)
     _, path, pngs = write_study_report(loaded, settings, output, png_dir, model_file=model_file)
+    _say(replacing)
     click.echo(f"wrote {path}" + (f" and {len(pngs)} PNG figures in {png_dir}" if png_dir else ""))
 
 
@@ -496,11 +562,14 @@ def dashboard(host: str, port: int, storage: str) -> None:
 @click.option("--workdir", default="medsweep-demo", show_default=True, type=click.Path(), help="Folder for data, database and outputs.")
 @click.option("--n-trials", default=6, show_default=True, type=click.IntRange(min=1))
 @click.option("--storage", envvar=None, default=None, help="Storage URL (default: a fresh SQLite file in the workdir).")
-def demo(workdir: str, n_trials: int, storage: str | None) -> None:
-    """Run the whole loop on synthetic images: search, export, retrain, predict."""
+@click.option("--force", is_flag=True, help="Write the demo into a folder that holds other files (a "
+                                            "medsweep.db there is still never replaced).")
+def demo(workdir: str, n_trials: int, storage: str | None, force: bool) -> None:
+    """Run the whole loop on synthetic images: search, export, retrain, predict. The work folder
+    must be new, empty or an earlier demo's."""
     from ._demo import run_demo
 
-    run_demo(Path(workdir), storage, n_trials, click.echo)
+    run_demo(Path(workdir), storage, n_trials, click.echo, force=force)
 
 
 if __name__ == "__main__":

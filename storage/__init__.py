@@ -20,6 +20,7 @@ from ._url import (
     mask_secrets,
     mask_url,
     resolve_storage_url,
+    sqlite_file,
 )
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "mask_url",
     "open_storage",
     "resolve_storage_url",
+    "sqlite_file",
     "stale_trial_ids",
     "storage_lock",
 ]

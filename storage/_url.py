@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ._errors import StorageError
 
@@ -127,6 +127,22 @@ def resolve_storage_url(url: str | None = None) -> str:
                 f"SQLite storage {mask_url(url)}: folder {folder} does not exist; create it or change the path"
             )
     return url
+
+
+def sqlite_file(url: str | None = None) -> Path | None:
+    """The resolved path of the SQLite file a storage URL names (the argument, else
+    $MEDSWEEP_STORAGE, else the default); None for a server or an in-memory database. Commands
+    compare their output paths with it so they never write over a study database."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(resolve_storage_url(url))
+    except (StorageError, ArgumentError, ValueError):
+        return None  # not a usable URL: the command that opens it says so
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).expanduser().resolve()
 
 
 def describe_storage(url: str) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 from .._errors import DataError
 from ..images import (LabeledFiles, decode_images, file_digests, list_images, model_decoding, read_manifest,
                       scan_image_folder, summarize_unread)
-from ..metrics import bootstrap_intervals, classification_metrics, reliability_diagram
+from ..metrics import bootstrap_intervals, classification_metrics, constant_output_warning, reliability_diagram
 from ..model import load_model, read_model_metadata
 from ._predict import predict_probabilities
 
@@ -64,6 +64,7 @@ class Evaluation:
     unread: str | None = None  # the files of `data` that were not read, by reason (None: all were)
     seen: SeenImages | None = None
     reliability: dict[str, Any] | None = None
+    warning: str | None = None  # constant outputs or one class for every image (`constant_output_warning`)
 
 
 def seen_image_hashes(trained: list[Path] | tuple[Path, ...], selected: list[Path] | tuple[Path, ...] = ()
@@ -190,4 +191,6 @@ def evaluate_model(model_path: str | Path, data: str | Path, *, resamples: int =
     unread = summarize_unread(files.unread, root if root.is_dir() else root.parent) if files.unread else None
     return Evaluation(measured.metrics, measured.intervals, measured.threshold, class_names,
                       f"not read: {len(files.unread)} file(s): {unread}" if unread else None, seen,
-                      measured.reliability)
+                      measured.reliability,
+                      constant_output_warning(measured.probabilities, "images", class_names, measured.threshold,
+                                              measured.labels))

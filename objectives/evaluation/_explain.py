@@ -23,9 +23,10 @@ import numpy as np
 
 from .._errors import DataError, ObjectiveError
 from .._keras import import_keras
-from ..metrics import class_probabilities
+from ..metrics import class_probabilities, png_mark
 
 MIN_MAP_SIDE = 7
+OVERLAY_PNG_KIND = "Grad-CAM overlay"  # the mark in each overlay PNG, so a rerun may replace it
 # Anchors of a perceptually ordered blue -> cyan -> yellow -> red colour map (no matplotlib needed).
 _COLOUR_ANCHORS = np.array([[0.0, 0, 0, 130], [0.25, 0, 110, 255], [0.5, 40, 220, 200],
                             [0.75, 255, 220, 0], [1.0, 220, 20, 0]])
@@ -161,11 +162,11 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, opacity: float = 0.45) -> np
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
-    """uint8 RGB pixels encoded as PNG."""
+    """uint8 RGB pixels encoded as PNG, marked as medsweep's Grad-CAM overlay."""
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(np.asarray(pixels, dtype=np.uint8)).save(buffer, format="PNG")
+    Image.fromarray(np.asarray(pixels, dtype=np.uint8)).save(buffer, format="PNG", pnginfo=png_mark(OVERLAY_PNG_KIND))
     return buffer.getvalue()
 
 
@@ -209,6 +210,12 @@ def _output_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
+def overlay_paths(image_paths: Sequence[str | Path], output_dir: str | Path) -> list[Path]:
+    """Where `explain_files` writes each image's overlay (so a command can check them first)."""
+    output = Path(output_dir).expanduser()
+    return [output / name for name in _output_names([Path(p).expanduser() for p in image_paths])]
+
+
 def explain_files(model_path: str | Path, image_paths: Sequence[str | Path], output_dir: str | Path, *,
                   class_name: str | None = None, layer: str | None = None) -> list[dict[str, Any]]:
     """Write one Grad-CAM overlay PNG per image into `output_dir`; each row names the file,
@@ -230,8 +237,7 @@ def explain_files(model_path: str | Path, image_paths: Sequence[str | Path], out
                             None if class_name is None else class_names.index(class_name), layer=layer)
     output.mkdir(parents=True, exist_ok=True)
     rows = []
-    for path, name, explanation in zip(paths, _output_names(paths), explanations):
-        target = output / name
+    for path, target, explanation in zip(paths, overlay_paths(paths, output), explanations):
         target.write_bytes(png_bytes(overlay(_full_resolution(path), explanation.heatmap)))
         predicted = int(explanation.probabilities.argmax())
         rows.append({"file": str(path), "overlay": str(target), "class": class_names[predicted],

@@ -3,7 +3,10 @@ depend on, shared by every worker process on a machine.
 
 Each entry is one `.npz` file named by the SHA-256 of its key; the key is stored inside the file
 too and checked on load, so a changed key part (backbone, weights file content, image size,
-alpha, image content, preprocessing, library versions) simply addresses a different file.
+alpha, image content, preprocessing, library versions) simply addresses a different file. The
+entry also holds the SHA-256 of its arrays, checked on load: an entry damaged or rewritten after
+it was stored (or written before entries carried the checksum) is logged and computed again,
+never trained on.
 Writers compute under an advisory file lock (so two workers do not compute the same entry at
 once), write to a temporary file in the same folder and publish it with an atomic rename, so a
 reader never sees a half-written entry even where locking is unavailable (network file systems)."""
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import zipfile
@@ -29,6 +33,12 @@ CACHE_ENV = "MEDSWEEP_CACHE_DIR"
 CUT_BUDGET_ENV = "MEDSWEEP_CUT_CACHE_MB"
 DEFAULT_CUT_BUDGET_MB = 2048
 _KEY_ENTRY = "__medsweep_key__"
+_CHECKSUM_ENTRY = "__medsweep_sha256__"
+_logger = logging.getLogger("medsweep.cache")
+# Entries this process verified, by (path, inode, size, mtime): a trial loading the same unchanged
+# file again skips hashing it (a cut-point entry can be gigabytes).
+_verified: set[tuple[str, int, int, int]] = set()
+_warned: set[tuple[str, int, int, int]] = set()  # logged once, though `get_or_compute` looks twice
 
 try:  # POSIX only; elsewhere the atomic rename alone keeps entries whole
     import fcntl
@@ -64,6 +74,16 @@ def key_id(key: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 over every array's name, dtype, shape and bytes (in name order)."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
+        digest.update(array.data if array.size else b"")
+    return digest.hexdigest()
+
+
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -91,18 +111,33 @@ class ArrayCache:
         return self.folder / f"{key_id(key)}.npz"
 
     def load(self, key: dict[str, Any]) -> dict[str, np.ndarray] | None:
-        """The stored arrays, or None when absent, unreadable or stored under another key."""
+        """The stored arrays, or None when absent, unreadable, stored under another key, or not
+        matching their checksum (then logged: the caller computes the entry again)."""
         path = self.path_for(key)
         if not path.is_file():
             return None
         try:
+            stat = path.stat()
             with np.load(path, allow_pickle=False) as bundle:
                 stored_key = json.loads(str(bundle[_KEY_ENTRY]))
                 if stored_key != json.loads(json.dumps(key)):
                     return None
-                return {name: bundle[name] for name in bundle.files if name != _KEY_ENTRY}
+                stored_sum = str(bundle[_CHECKSUM_ENTRY]) if _CHECKSUM_ENTRY in bundle.files else None
+                arrays = {name: bundle[name] for name in bundle.files if name not in (_KEY_ENTRY, _CHECKSUM_ENTRY)}
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
             return None  # damaged by a crash or a disk error: recompute and overwrite
+        memo = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        if memo in _verified:
+            return arrays
+        if stored_sum is None or arrays_sha256(arrays) != stored_sum:
+            if memo not in _warned:
+                _warned.add(memo)
+                reason = ("has no checksum (written by an older medsweep)" if stored_sum is None
+                          else "does not match its checksum (damaged or rewritten)")
+                _logger.warning("feature cache entry %s %s; computing it again", path, reason)
+            return None
+        _verified.add(memo)
+        return arrays
 
     def store(self, key: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
         """Write to a temporary file beside the entry, flush it, then rename it into place."""
@@ -111,7 +146,8 @@ class ArrayCache:
         handle, temporary = tempfile.mkstemp(dir=self.folder, prefix=f".{path.stem}.", suffix=".tmp")
         try:
             with os.fdopen(handle, "wb") as output:
-                np.savez(output, **{_KEY_ENTRY: np.asarray(json.dumps(key, sort_keys=True))}, **arrays)
+                np.savez(output, **{_KEY_ENTRY: np.asarray(json.dumps(key, sort_keys=True)),
+                                    _CHECKSUM_ENTRY: np.asarray(arrays_sha256(arrays))}, **arrays)
                 output.flush()
                 os.fsync(output.fileno())
             os.replace(temporary, path)

@@ -17,11 +17,19 @@ import numpy as np
 
 from .._errors import ConfigError, DataError
 from ._outputs import class_probabilities
+from ._png_mark import png_mark
 
 ECE_BINS = 10
 CALIBRATION_BINNING = f"{ECE_BINS} equal-width bins over [0, 1] (scikit-learn calibration_curve, strategy uniform)"
 # Probabilities are clipped this far from 0 and 1 before taking logs, as classification_metrics does.
 _EPSILON = 1e-7
+RELIABILITY_PNG_KIND = "reliability diagram"  # the mark in the PNG, so a rerun may replace it
+# T is searched in these bounds: at most twice as sharp (a fit below 1 claims the network was
+# under-confident, which a small set rarely shows), at most ten times as soft.
+TEMPERATURE_BOUNDS = (0.5, 10.0)
+# Fewer validation images than this cannot support a fitted T: on 11 images all classified right,
+# the fit ran to T = 0.012 and every probability read 1.0000. Then T stays 1, with a warning.
+MIN_CALIBRATION_IMAGES = 20
 
 
 def _reliability_inputs(labels: Sequence[int], outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
@@ -107,20 +115,47 @@ def fit_temperature(labels: Sequence[int], outputs: np.ndarray) -> float:
         scaled = log_softmax(logits / math.exp(log_temperature), axis=1)
         return float(-scaled[np.arange(len(y_true)), y_true].mean())
 
-    # Search log T so T stays positive; the bounds (T from 0.01 to 100) cover any useful fit.
-    found = minimize_scalar(negative_log_likelihood, bounds=(math.log(0.01), math.log(100.0)), method="bounded",
+    # Search log T so T stays positive, within TEMPERATURE_BOUNDS.
+    low, high = TEMPERATURE_BOUNDS
+    found = minimize_scalar(negative_log_likelihood, bounds=(math.log(low), math.log(high)), method="bounded",
                             options={"xatol": 1e-8})
-    return float(math.exp(found.x))
+    return float(min(high, max(low, math.exp(found.x))))
+
+
+def calibration_refusal(labels: Sequence[int], outputs: np.ndarray) -> str | None:
+    """Why these validation outputs cannot support a fitted temperature (then T stays 1), or None.
+
+    A fit needs enough images, more than one class, and at least one wrong prediction: when every
+    image is classified right, each lower T fits better and the fit only stops at its bound, making
+    the model as confident as the bound allows on no evidence."""
+    y_true = np.asarray(labels, dtype=np.int64)
+    count = len(y_true)
+    if count < MIN_CALIBRATION_IMAGES:
+        return (f"only {count} validation images to fit the temperature on, fewer than the "
+                f"{MIN_CALIBRATION_IMAGES} a fit needs")
+    present = np.unique(y_true)
+    if len(present) < 2:
+        return f"all {count} validation images are of one class; a fit needs at least two"
+    wrong = int(np.sum(class_probabilities(outputs).argmax(axis=1) != y_true))
+    if wrong == 0:
+        return (f"all {count} validation images are classified right, so the fit would only sharpen the "
+                "probabilities towards 0 and 1 with nothing to stop it; no evidence for a temperature")
+    return None
 
 
 def temperature_report(validation_labels: Sequence[int], validation_outputs: np.ndarray,
                        test_labels: Sequence[int] | None = None, test_outputs: np.ndarray | None = None
                        ) -> dict[str, Any]:
     """Fit T on validation outputs and give Brier and ECE before and after, on validation and
-    (when given) on test outputs, for the model card and `train --final --calibrate`."""
-    temperature = fit_temperature(validation_labels, validation_outputs)
+    (when given) on test outputs, for the model card and `train --final --calibrate`. When the
+    validation outputs cannot support a fit (`calibration_refusal`), T stays 1 and `skipped` says why."""
+    refusal = calibration_refusal(validation_labels, validation_outputs)
+    temperature = 1.0 if refusal else fit_temperature(validation_labels, validation_outputs)
     report: dict[str, Any] = {"method": "temperature scaling (Guo et al. 2017), fitted on validation outputs only",
-                              "temperature": temperature, "binning": CALIBRATION_BINNING}
+                              "temperature": temperature, "bounds": list(TEMPERATURE_BOUNDS),
+                              "binning": CALIBRATION_BINNING}
+    if refusal:
+        report["skipped"] = refusal
     pairs = [("validation", validation_labels, validation_outputs)]
     if test_labels is not None and test_outputs is not None:
         pairs.append(("test", test_labels, test_outputs))
@@ -175,5 +210,5 @@ def reliability_png(diagram: dict[str, Any], path: str | Path, title: str = "") 
     draw.text((margin, 30), f"y: {observed_axis}; dot area ~ images per bin", fill="black")
     path = check_plot_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, format="PNG")
+    image.save(path, format="PNG", pnginfo=png_mark(RELIABILITY_PNG_KIND))
     return path

@@ -6,7 +6,8 @@ Importing this package does not import Keras; training does, and so do the callb
 from typing import Any
 
 from ._balance import class_weights, oversample_indices
-from ._feature_cache import CUT_STORAGE, TrunkOutputs, cached_features, cached_trunk_outputs, feature_key
+from ._feature_cache import (CUT_STORAGE, FEATURE_KEY_FIELDS, HEAD_ONLY_FIELDS, TrunkOutputs, cached_features,
+                             cached_trunk_outputs, feature_key)
 from ._options import MIXED_PRECISION_ENV, XLA_CHOICES, XLA_ENV, jit_compile_setting, set_worker_options
 from ._pipeline import augmentation_block, make_dataset
 from ._session import apply_precision_policy, gpu_available, use_float32_policy
@@ -16,6 +17,8 @@ _CALLBACKS = ("EpochHistory", "ExactValidation")
 
 __all__ = [
     "CUT_STORAGE",
+    "FEATURE_KEY_FIELDS",
+    "HEAD_ONLY_FIELDS",
     "MIXED_PRECISION_ENV",
     "TrialResult",
     "TrunkOutputs",

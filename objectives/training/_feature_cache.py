@@ -16,6 +16,7 @@ an approximation of on-the-fly augmentation, which stays available with `augment
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import random
@@ -42,6 +43,19 @@ _EXTRACT_BATCH = 32
 # far outside the feature cache's tolerances; float32 reproduces the live run exactly.
 CUT_STORAGE = "float32"
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+# Every TrialConfig field is in exactly one of these two lists (a test checks it), so a field
+# added later is a key part unless someone decides it is head-only, as in `_session._top_key`.
+# Fields the key names through the parts derived from them (the backbone's name and
+# preprocessing, the resolved size, the weights' identity, the seed only for random weights,
+# intensity unless raw, the augmented views and the cut that fine_tune_fraction decides): kept as
+# they were, so entries stored before keep their keys.
+FEATURE_KEY_FIELDS = ("backbone", "image_size", "weights", "alpha", "seed", "intensity", "augmentation",
+                "augmented_views", "fine_tune_fraction")
+# Fields that never change what the frozen trunk outputs: the head, the optimiser and the loop
+# (BatchNormalization below the cut runs in inference mode whatever `batchnorm` says).
+HEAD_ONLY_FIELDS = ("learning_rate", "epochs", "batch_size", "dense_units", "dropout", "feature_cache",
+                    "frozen_warmup_epochs", "class_weight", "oversample", "batchnorm", "backbone_lr_factor")
 
 _row_hashes: dict[int, tuple[weakref.ref[Any], np.ndarray]] = {}
 _weights_hashes: dict[tuple[str, int, float], str] = {}
@@ -94,9 +108,18 @@ def _versions() -> dict[str, str]:
     return versions
 
 
+def _unlisted_fields(config: TrialConfig) -> dict[str, Any]:
+    """Config fields in neither list (added after them), as key parts; named only when not at
+    their default, so entries stored before the field existed keep their keys."""
+    listed = set(FEATURE_KEY_FIELDS) | set(HEAD_ONLY_FIELDS)
+    return {f"config.{field.name}": getattr(config, field.name) for field in dataclasses.fields(config)
+            if field.name not in listed and getattr(config, field.name) != field.default}
+
+
 def feature_key(config: TrialConfig, image_set_hash: str, views: int, cut: str = POOLED) -> dict[str, Any]:
-    """Everything a cached feature matrix depends on; `cut` names the backbone layer whose
-    output a cut-point entry holds (POOLED: pooled features)."""
+    """Everything a cached feature matrix depends on: every config field but the head-only ones
+    (see FEATURE_KEY_FIELDS), the images and views; `cut` names the backbone layer whose output a
+    cut-point entry holds (POOLED: pooled features)."""
     backbone = get_backbone(config.backbone)
     size = config.resolved_image_size
     # Named only when not raw, so entries cached before the option existed still match.
@@ -116,6 +139,7 @@ def feature_key(config: TrialConfig, image_set_hash: str, views: int, cut: str =
         "augmented_views": views,
         "views_seed": VIEWS_SEED if views else None,
         "versions": _versions(),
+        **_unlisted_fields(config),
     }
 
 

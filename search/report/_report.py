@@ -20,6 +20,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from .._errors import MedsweepError
+from .._overwrite import REPORT_FIGURE_PNG, REPORT_GENERATOR
 from .._record import (backbone_of, baseline_of, config_of, cv_interval, epochs_planned, epochs_trained,
                        history_of, metrics_of, reliability_of, roc_curve_of)
 from ..results._ties import find_ties
@@ -33,6 +34,9 @@ CURVE_PANELS = (("accuracy", "training accuracy"), ("val_accuracy", "validation 
                 ("loss", "training loss"), ("val_loss", "validation loss"))
 STATE_COLOURS = {"complete": "#1f77b4", "pruned": "#ff7f0e", "baseline": "#2ca02c", "best": "#d62728"}
 PNG_SCALE = 2
+# Every figure the report draws, in order: `--png DIR` writes DIR/<key>.png for the drawn ones.
+FIGURE_KEYS = ("history", "importances", "parallel", "slices", "backbones", "curves", "best_curves", "confusion",
+               "roc", "reliability")
 
 
 class ReportError(MedsweepError):
@@ -550,7 +554,7 @@ def render_html(report: Report) -> str:
     began = time.perf_counter()
     title = html.escape(f"medsweep report: {report.study_name}")
     generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    parts = [f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{title}</title>",
+    parts = [f"<!DOCTYPE html><html><head><meta charset=\"utf-8\">{REPORT_GENERATOR}<title>{title}</title>",
              f"<style>{_STYLE}</style><script type=\"text/javascript\">{get_plotlyjs()}</script></head><body>",
              f"<h1>{title}</h1><p class=\"meta\">generated {generated} by medsweep</p>",
              "<h2 id=\"summary\">Summary</h2>", report.summary_html]
@@ -607,6 +611,10 @@ def write_pngs(report: Report, directory: str | Path) -> list[Path]:
             f"PNG export failed ({type(error).__name__}: {first}); kaleido needs Chrome or Chromium "
             "(e.g. `apt-get install chromium`); or leave out --png"
         ) from None
+    from medsweep.objectives.metrics import mark_png_file
+
+    for path in paths:  # so the next `report --png` recognises them as its own and may replace them
+        mark_png_file(path, REPORT_FIGURE_PNG.name)
     report.timings["png"] = time.perf_counter() - began
     return paths
 

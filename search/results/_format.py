@@ -23,7 +23,11 @@ def format_metrics(metrics: dict[str, Any], intervals: dict[str, list[float]]) -
 
 
 def format_calibration(report: dict[str, Any]) -> str:
-    """Temperature scaling's T and Brier/ECE before and after, on validation and test."""
+    """Temperature scaling's T and Brier/ECE before and after, on validation and test (one line
+    when the fit was skipped: the `warning:` line says why)."""
+    if report.get("skipped"):
+        return (f"temperature scaling: not applied (T = 1) on {report.get('validation_images', '?')} validation images; "
+                "see the warning below")
     lines = [f"temperature scaling: T = {report['temperature']:.3f}, fitted on {report.get('validation_images', '?')} "
              f"validation images ({report.get('fitted_on', 'validation outputs only')})",
              "set          brier before  brier after  ece before  ece after"]

@@ -79,6 +79,7 @@ def measure_locked_test(model_file: str | Path, metadata: dict[str, Any], datase
     """Predict the locked test images, measure with bootstrap intervals at the model's threshold,
     and write the figures into the model so the next `evaluate --test` shows them."""
     from medsweep.objectives.evaluation import measure_files, seen_images
+    from medsweep.objectives.metrics import constant_output_warning
 
     files = test_files(dataset)
     seen = seen_images(metadata, files)
@@ -99,6 +100,10 @@ def measure_locked_test(model_file: str | Path, metadata: dict[str, Any], datase
         "seen": seen_line if seen.known and seen.seen else "",
         "note": f"measured by `medsweep evaluate --test` on study {study!r}'s locked test split",
     }
+    warning = constant_output_warning(measured.probabilities, "test images", list(files.class_names),
+                                      measured.threshold, measured.labels)
+    if warning:
+        test["warning"] = warning
     update_model_metadata(model_file, {**metadata, "test": test})
     return LockedTest(study, test, stored=False, seen_line=seen_line, reliability=measured.reliability)
 

@@ -10,7 +10,7 @@ fitted on the held-out validation images, and the locked test set is measured be
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,9 @@ class RetrainedModel:
     export_path: Path | None = None
     calibration: dict[str, Any] | None = None
     card_path: Path | None = None
+    # What the user must not miss: constant outputs or one class for every image, a calibration
+    # left at T = 1. Printed as `warning:` lines, kept in the model's metadata and in its card.
+    warnings: list[str] = field(default_factory=list)
 
 
 # The names each command's result had before the two pipelines became one.
@@ -80,13 +83,20 @@ def retrain(export_path: str | Path, output: str | Path, *, data_dir: str | None
     model = result.model
     trained_images = int(len(data.y_train))
     threshold_section = (document.get("threshold") or None) if final else None
+    warnings = _output_warnings(result, model, data, dataset.class_names, final)
     calibration = None
     if calibrate:
         model, calibration, threshold_section = _calibrate(model, result.outputs, data.y_val, dataset, size,
                                                            threshold_section)
+        if calibration.get("skipped"):
+            warnings.append(f"--calibrate kept T = 1 (probabilities unchanged): {calibration['skipped']}")
     test = _measure_test(model, dataset, size, threshold_section, output, bootstrap) if final else None
+    if test is not None and test.get("warning"):
+        warnings.insert(0, test["warning"])
     metadata = _model_metadata(config, dataset, spec, document, result.metrics, trained_images)
     metadata[SEEN_IMAGES_KEY] = _seen_images(dataset, final=final, held_out=calibrate or bool(val_dir))
+    if warnings:
+        metadata["warnings"] = warnings
     if final:
         metadata.update(threshold=threshold_section, test=test, calibration=calibration)
     path = save_model(model, output, metadata)
@@ -99,7 +109,27 @@ def retrain(export_path: str | Path, output: str | Path, *, data_dir: str | None
         write_export(document, export_path)
         card_path = write_model_card(path, document, metadata, dataset, calibration)
     return RetrainedModel(path, result.metrics, result.history, notes, trained_images, test,
-                          Path(export_path) if final else None, calibration, card_path)
+                          Path(export_path) if final else None, calibration, card_path, warnings)
+
+
+def _output_warnings(result: Any, model: Any, data: Any, class_names: Any, final: bool) -> list[str]:
+    """The constant-output warning on the validation outputs (when there are validation images),
+    else, for a plain `train`, on the training images (`--final` checks its test images instead)."""
+    from medsweep.objectives.evaluation import predict_probabilities
+    from medsweep.objectives.metrics import constant_output_warning
+
+    if result.outputs is not None and len(data.y_val):
+        warning = constant_output_warning(result.outputs, "validation images", list(class_names), labels=data.y_val)
+    elif not final and len(data.y_train):
+        # Predicted in chunks: training images may be memory-mapped from disk.
+        import numpy as np
+
+        outputs = np.concatenate([predict_probabilities(model, np.asarray(data.x_train[start:start + 256]))
+                                  for start in range(0, len(data.y_train), 256)])
+        warning = constant_output_warning(outputs, "training images", list(class_names), labels=data.y_train)
+    else:
+        warning = None
+    return [warning] if warning else []
 
 
 def held_out_split(dataset: ImageDataset) -> tuple[list[Path], list[Path]]:
@@ -159,6 +189,8 @@ def _calibrate(model: Any, validation_outputs: Any, validation_labels: Any, data
     report["validation_images"] = int(len(validation_labels))
     report["fitted_on"] = ("the study's validation split" if dataset.plan.validation is not None or dataset.val_files
                            is not None else "the first cross-validation fold's validation images")
+    if report.get("skipped"):
+        return model, report, threshold_section  # T = 1: the model and its threshold stay as they are
     temperature = report["temperature"]
     if threshold_section and len(dataset.class_names) == 2:
         # Temperature scaling is monotonic: mapping the threshold keeps every decision unchanged.
@@ -166,6 +198,12 @@ def _calibrate(model: Any, validation_outputs: Any, validation_labels: Any, data
         after = float(apply_temperature(np.array([[1.0 - before, before]]), temperature)[0, 1])
         threshold_section = {**threshold_section, "value": after, "before_calibration": before}
     return with_temperature(model, temperature), report, threshold_section
+
+
+def model_card_path(model_path: str | Path) -> Path:
+    """MODEL.card.md beside MODEL.keras."""
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.stem + ".card.md")
 
 
 def write_model_card(model_path: Path, document: dict[str, Any], metadata: dict[str, Any], dataset: ImageDataset,
@@ -177,7 +215,7 @@ def write_model_card(model_path: Path, document: dict[str, Any], metadata: dict[
                        search=document.get("search"), calibration=calibration,
                        explanation={"method": "Grad-CAM",
                                     "where": "`medsweep explain MODEL IMAGE... -o DIR` and `medsweep report --model`"})
-    card = model_path.with_name(model_path.stem + ".card.md")
+    card = model_card_path(model_path)
     try:
         card.write_text(render_model_card(facts))
     except OSError as error:
@@ -257,12 +295,13 @@ def _measure_test(model: Any, dataset: ImageDataset, size: int, threshold_sectio
                   output: str | Path, bootstrap: int) -> dict[str, Any]:
     """The locked test set's metrics with bootstrap intervals, at the export's threshold."""
     from medsweep.objectives.evaluation import predict_probabilities
-    from medsweep.objectives.metrics import bootstrap_intervals, classification_metrics
+    from medsweep.objectives.metrics import bootstrap_intervals, classification_metrics, constant_output_warning
 
     x_test, y_test = dataset.test_arrays(size)
     probabilities = predict_probabilities(model, x_test)
     threshold = threshold_section["value"] if threshold_section else None
     class_names = list(dataset.class_names)
+    warning = constant_output_warning(probabilities, "test images", class_names, threshold, y_test)
     return {
         "locked": True, "measured": True,
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -271,6 +310,7 @@ def _measure_test(model: Any, dataset: ImageDataset, size: int, threshold_sectio
         "ci95": bootstrap_intervals(y_test, probabilities, class_names, resamples=bootstrap, threshold=threshold)
         if bootstrap else {},
         "note": "measured once, after the search, by `medsweep train --final`; no trial saw these images",
+        **({"warning": warning} if warning else {}),
     }
 
 

@@ -98,6 +98,40 @@ def test_temperature_needs_both_classes() -> None:
         fit_temperature([1, 1, 1], np.array([0.9, 0.8, 0.7]))
 
 
+def test_tiny_perfectly_separated_set_keeps_temperature_one() -> None:
+    """The open_i accident: 11 calibration images, all right, fitted T = 0.012 and every probability
+    read 1.0000. Now T stays 1 and the report says why; so it does on a larger set without errors."""
+    from medsweep.objectives.metrics import MIN_CALIBRATION_IMAGES, TEMPERATURE_BOUNDS
+
+    labels = np.array([0, 1] * 5 + [1])
+    outputs = np.where(labels == 1, 0.8, 0.25)
+    report = temperature_report(labels, outputs, labels, outputs)
+    assert report["temperature"] == 1.0
+    assert report["skipped"] == (f"only 11 validation images to fit the temperature on, fewer than the "
+                                 f"{MIN_CALIBRATION_IMAGES} a fit needs")
+    assert report["test"]["after"] == report["test"]["before"]
+    assert TEMPERATURE_BOUNDS[0] > 0.012  # even unchecked, the fit could not go that far
+    many = np.array([0, 1] * 20)
+    separated = temperature_report(many, np.where(many == 1, 0.7, 0.3))
+    assert separated["temperature"] == 1.0 and "all 40 validation images are classified right" in separated["skipped"]
+    one_class = temperature_report(np.ones(30, int), np.full(30, 0.4))
+    assert one_class["temperature"] == 1.0 and "of one class" in one_class["skipped"]
+
+
+def test_a_normal_calibration_set_still_fits_within_the_bounds() -> None:
+    from medsweep.objectives.metrics import TEMPERATURE_BOUNDS
+
+    labels, probabilities = _calibrated_set(60, seed=2)
+    report = temperature_report(labels, _over_confident(probabilities, 2.5))
+    assert "skipped" not in report and 1.3 < report["temperature"] < TEMPERATURE_BOUNDS[1]
+    assert report["validation"]["after"]["brier"] < report["validation"]["before"]["brier"]
+    # one error among confident right answers: the fit is bounded, never sharper than the lower bound
+    nearly = np.array([0, 1] * 15)
+    outputs = np.where(nearly == 1, 0.9, 0.1)
+    outputs[0] = 0.6  # a negative scored as positive
+    assert temperature_report(nearly, outputs)["temperature"] >= TEMPERATURE_BOUNDS[0]
+
+
 def test_temperature_layer_survives_save_and_load(tmp_path) -> None:
     """The appended layer is part of the .keras file: load_model alone predicts calibrated values."""
     from medsweep.objectives.model import load_model, save_model, with_temperature

@@ -289,3 +289,71 @@ def test_worker_options_mixed_precision_is_off_on_cpu(monkeypatch: pytest.Monkey
     assert apply_precision_policy() == "float32" and jit_compile_setting() is None
     with pytest.raises(ConfigError, match="xla"):
         set_worker_options(xla="sometimes")
+
+
+def _rewrite_entry(entry: Path, keep_checksum: bool = True) -> None:
+    """Rewrite a stored entry in place: same key, same shapes, random features (the checksum
+    entry copied unchanged, or left out as in an entry written before checksums)."""
+    with np.load(entry) as stored:
+        arrays = {name: stored[name] for name in stored.files}
+    rng = np.random.default_rng(7)
+    arrays["features"] = rng.normal(size=arrays["features"].shape).astype(arrays["features"].dtype)
+    if not keep_checksum:
+        arrays.pop("__medsweep_sha256__")
+    with open(entry, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def test_a_rewritten_entry_is_caught_by_its_checksum_and_recomputed(image_folder: Path, tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 18: random features written under the same key gave a COMPLETE trial with val_auc 0."""
+    import logging
+
+    data = _arrays(image_folder)
+    cache = tmp_path / "cache"
+    config = FROZEN.replace(epochs=2)
+    first = train_trial(config, data, feature_cache_dir=cache)
+    (entry,) = ArrayCache(cache).entries()
+    for keep_checksum, reason in ((True, "does not match its checksum"), (False, "has no checksum")):
+        _rewrite_entry(entry, keep_checksum)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="medsweep.cache"):
+            again = train_trial(config, data, feature_cache_dir=cache)
+        assert again.feature_cache == "filled", reason
+        assert caplog.text.count(f"feature cache entry {entry} {reason}") == 1, caplog.text
+        assert again.history == first.history
+        np.testing.assert_array_equal(again.outputs, first.outputs)
+    assert train_trial(config, data, feature_cache_dir=cache).feature_cache == "hit"
+
+
+def test_every_config_field_is_a_feature_key_part_or_head_only() -> None:
+    """Fails when a TrialConfig field is added without deciding whether it changes the trunk's output."""
+    from medsweep.objectives.config import CONFIG_FIELDS
+    from medsweep.objectives.training import FEATURE_KEY_FIELDS, HEAD_ONLY_FIELDS
+
+    assert not set(FEATURE_KEY_FIELDS) & set(HEAD_ONLY_FIELDS)
+    unlisted = set(CONFIG_FIELDS) - set(FEATURE_KEY_FIELDS) - set(HEAD_ONLY_FIELDS)
+    assert not unlisted, f"add {sorted(unlisted)} to FEATURE_KEY_FIELDS or HEAD_ONLY_FIELDS in _feature_cache.py"
+    assert set(FEATURE_KEY_FIELDS) | set(HEAD_ONLY_FIELDS) == set(CONFIG_FIELDS)
+
+
+def test_a_field_in_neither_list_is_a_key_part_and_old_keys_stay_valid() -> None:
+    import dataclasses
+
+    from medsweep.objectives.training import feature_key
+
+    # The key of every stored entry so far: the same parts as before the key was derived from the fields.
+    assert set(feature_key(FROZEN, "images", 0)) == {"format", "backbone", "image_size", "alpha", "weights", "seed",
+                                                      "preprocessing", "pooling", "images", "augmented_views",
+                                                      "views_seed", "versions"}
+    for head_only in ({"learning_rate": 0.01}, {"dropout": 0.1}, {"batchnorm": "affine"}, {"dense_units": 8}):
+        assert feature_key(FROZEN.replace(**head_only), "images", 0) == feature_key(FROZEN, "images", 0)
+
+    @dataclasses.dataclass(frozen=True)
+    class FutureConfig(TrialConfig):
+        stem_stride: int = 2  # a field a later version might add, changing what the backbone outputs
+
+    base = FutureConfig(**FROZEN.to_dict())
+    assert feature_key(base, "images", 0) == feature_key(FROZEN, "images", 0)  # at its default: same entry
+    changed = feature_key(dataclasses.replace(base, stem_stride=1), "images", 0)
+    assert changed["config.stem_stride"] == 1 and changed != feature_key(base, "images", 0)

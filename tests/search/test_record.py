@@ -6,7 +6,6 @@ import ast
 from pathlib import Path
 
 import optuna
-import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
