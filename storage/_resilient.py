@@ -70,10 +70,12 @@ class _Outage:
             )
             raise storage.gave_up from None
         if self.attempts == 0:
+            if stopping_for is not None:
+                how_long = f"{STOPPING_GRACE - stopping_for:.0f} s (the worker is stopping)"
+            else:
+                how_long = "ever" if limit is None else f"{limit:g} s"
             _logger.warning("database %s unreachable (%s); retrying for up to %s", describe_storage(storage.url),
-                            detail,
-                            f"{STOPPING_GRACE - stopping_for:.0f} s (the worker is stopping)" if stopping_for is not None
-                            else "ever" if limit is None else f"{limit:g} s")
+                            detail, how_long)
         self.attempts += 1
         pause = self.delay if limit is None else min(self.delay, max(0.05, limit - elapsed))
         if stopping_for is not None:

@@ -42,7 +42,8 @@ def read_model_metadata(path: str | Path) -> dict[str, Any]:
             f"{shown_path(path)} is not a model saved by `medsweep train` (no {_METADATA_ENTRY} inside); retrain it"
         ) from None
     except OSError as error:
-        raise DataError(f"cannot read model file {shown_path(path)} ({error.strerror}); check its permissions") from None
+        raise DataError(f"cannot read model file {shown_path(path)} ({error.strerror}); check its "
+                        "permissions") from None
     _check_class_names(path, metadata)
     return metadata
 
@@ -103,4 +104,5 @@ def _check_fits(path: Path | str, model: Any, metadata: dict[str, Any]) -> None:
     names = metadata["class_names"]
     classes = output_classes(model)
     if classes != len(names):
-        raise _edited(Path(path), f"names {len(names)} classes ({quoted(names)}) but the model's output scores {classes}")
+        raise _edited(Path(path), f"names {len(names)} classes ({quoted(names)}) but the model's output scores "
+                                  f"{classes}")

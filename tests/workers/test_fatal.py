@@ -71,7 +71,8 @@ def test_trials_failing_in_a_row_stop_the_loop_with_the_last_reason(tmp_path: Pa
         trial.set_user_attr("fail_reason", f"ValueError: NaN loss in trial {trial.number}")
         raise ValueError("NaN loss")
 
-    with pytest.raises(WorkerError, match=r"^2 trials in a row failed \(last, trial 1: ValueError: NaN loss in trial 1\)"):
+    expected = r"^2 trials in a row failed \(last, trial 1: ValueError: NaN loss in trial 1\)"
+    with pytest.raises(WorkerError, match=expected):
         run_trials(storage, study, objective, n_trials=5, max_consecutive_failures=2)
     assert [t.state for t in study.get_trials(deepcopy=False)] == [TrialState.FAIL] * 2
 
