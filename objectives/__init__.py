@@ -10,11 +10,13 @@ layer imports only the ones above it in this list, and only through their `__ini
 - `training`: `train_trial`, the fit loop, feature caches, the Keras session, worker options
 - `evaluation`: predicting, evaluating and explaining saved models, ranking backbones
 
-`_errors` (the error classes) and `_keras` (the quiet Keras import) sit below them all. Importing
-this package, or any subpackage, does not import TensorFlow; training and loading models do."""
+`_errors` (the error classes), `_keras` (the quiet Keras import) and `_text` (reading text files,
+quoting user values in errors) sit below them all. Importing this package, or any subpackage,
+does not import TensorFlow; training and loading models do."""
 
 from ._errors import BackboneError, ConfigError, DataError, ObjectiveError, TrainingDiverged
 from ._keras import import_keras
+from ._text import quoted, read_text_file, shown_path
 from .config import DEFAULT_CONFIG, TrialConfig
 from .training import TrialResult, train_trial
 
@@ -28,5 +30,8 @@ __all__ = [
     "TrialConfig",
     "TrialResult",
     "import_keras",
+    "quoted",
+    "read_text_file",
+    "shown_path",
     "train_trial",
 ]

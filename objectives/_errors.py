@@ -14,6 +14,11 @@ class ObjectiveError(Exception):
 class ConfigError(ObjectiveError):
     """A TrialConfig field or file is wrong."""
 
+    # `create` checks every configuration a space can produce, so a trial that still meets a
+    # ConfigError meets one the next trials would meet too (a setting, a study from before the
+    # check): stop the worker rather than fail trial after trial.
+    fatal = True
+
 
 class DataError(ObjectiveError):
     """An image folder, manifest or image file cannot be used."""

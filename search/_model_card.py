@@ -141,7 +141,10 @@ def _model_details(facts: Mapping[str, Any]) -> list[str]:
              "- Software: " + (", ".join(f"{k} {v}" for k, v in sorted(versions.items())) or NOT_RECORDED) + "."]
     if config:
         lines += ["", "Configuration (the exported TrialConfig):", ""]
-        lines += _table(("parameter", "value"), [(k, v) for k, v in config.items()])
+        # image_size None means the backbone's default, the size the Input line above names.
+        lines += _table(("parameter", "value"), [
+            (k, f"{model.get('image_size')} (the backbone's default)" if k == "image_size" and v is None
+             and model.get("image_size") is not None else v) for k, v in config.items()])
     return lines
 
 
@@ -218,7 +221,7 @@ def _quantitative(facts: Mapping[str, Any]) -> list[str]:
     lines = ["## Quantitative analyses", "", "### The search", "",
              f"- Study {_value(search.get('study'))}: objective {_value(search.get('objective'))} "
              f"({_value(search.get('direction'))}), sampler {_value(search.get('sampler'))}, pruner "
-             f"{_value(search.get('pruner'))}, budget {_value(budget)}.",
+             f"{_value(search.get('pruner'))}; budget: {_value(budget)}.",
              f"- Trials: {_value(trials.get('complete'))} complete, {_value(trials.get('pruned'))} pruned, "
              f"{_value(trials.get('failed'))} failed; the final model retrains trial "
              f"{_value(search.get('selected_trial'))}, {search.get('selected_how') or 'the best by the objective'}."]
@@ -335,12 +338,20 @@ def search_facts(study: Any, settings: Any, *, within_noise: int | None = None,
     """The card's `search` section from an Optuna study and its StudySettings (no TensorFlow)."""
     from optuna.trial import TrialState
 
+    from .workers._budget import BUDGET_SECONDS_ATTR, format_duration
+
     counts = {name: len(study.get_trials(deepcopy=False, states=(state,)))
               for name, state in (("complete", TrialState.COMPLETE), ("pruned", TrialState.PRUNED),
                                   ("failed", TrialState.FAIL))}
+    if budget is None:
+        # The wall budget (create/worker --budget) is kept on the study; a trial count is not.
+        storage = study._storage  # optuna keeps no public accessor for a study's system attributes
+        seconds = storage.get_study_system_attrs(study._study_id).get(BUDGET_SECONDS_ATTR)
+        ran = f"{sum(counts.values())} trials run"
+        budget = f"wall clock {format_duration(seconds)} ({ran})" if seconds else f"{ran}, no wall-clock budget"
     return {"study": study.study_name, "objective": settings.metric, "direction": settings.direction,
             "sampler": type(study.sampler).__name__, "pruner": settings.pruner, "trials": counts,
-            "budget": budget or f"{sum(counts.values())} trials run",
+            "budget": budget,
             "space": {name: _describe_range(spec) for name, spec in settings.space.items()},
             "within_noise": within_noise}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from pathlib import Path
@@ -35,20 +36,88 @@ def _storage_failure(error: Exception) -> Exception | None:
     return explain_storage_error(_opened_url, error, failed="lost storage")
 
 
+# An error line quotes user input (paths, values); a pathological one is cut here as a last resort.
+MAX_ERROR_LINE = 4000
+# What writing to a closed pipe or a full disk raises.
+_OUTPUT_ERRNOS = {errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EBADF}
+
+
+def _error_line(error: object) -> str:
+    text = str(error)
+    if len(text) > MAX_ERROR_LINE:
+        text = f"{text[:MAX_ERROR_LINE]}... ({len(text):,} characters)"
+    return f"error: {text}"
+
+
+def _writing_output(error: OSError) -> bool:
+    """True when `error` came from writing this command's output (click.echo, print, rich)."""
+    import linecache
+
+    if error.errno not in _OUTPUT_ERRNOS:
+        return False
+    frame = error.__traceback__
+    while frame is not None:
+        code = frame.tb_frame.f_code
+        if code.co_filename.endswith((os.path.join("click", "utils.py"), os.path.join("rich", "console.py"))) \
+                or code.co_name == "_flush_output":
+            return True
+        if frame.tb_next is None:  # print() is C code: its caller is the last Python frame
+            return "print(" in linecache.getline(code.co_filename, frame.tb_lineno)
+        frame = frame.tb_next
+    return False
+
+
+def _flush_output() -> None:
+    # Flushed here, not at interpreter exit, where a failure is a warning and exit status 120.
+    if sys.stdout is not None:
+        sys.stdout.flush()
+
+
+def _output_failed(error: OSError) -> None:
+    """Say in one line on stderr that the output could not be written, and exit 1 without the
+    interpreter's own complaint about flushing stdout at exit."""
+    hint = {errno.EPIPE: "the program reading it stopped early; pipe into one that reads everything, or write to a file",
+            errno.ENOSPC: "free some space, or write the output to another disk",
+            errno.EDQUOT: "free some space, or write the output to another disk"}.get(
+        error.errno or 0, "write the output to a file or a terminal instead")
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+    click.echo(f"error: cannot write to standard output ({error.strerror}); {hint}", err=True)
+    sys.exit(1)
+
+
 class _Group(click.Group):
-    """Prints user mistakes and database failures as one line (password masked) and exits 1."""
+    """Prints user mistakes, database failures and output that cannot be written as one line
+    (password masked) and exits 1."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        try:  # --help and --version of `medsweep` itself write before any command runs
+            return super().main(*args, **kwargs)
+        except OSError as error:
+            if not _writing_output(error):
+                raise
+            _output_failed(error)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            _flush_output()
+            return result
         except USER_ERRORS as error:
-            click.echo(f"error: {error}", err=True)
+            click.echo(_error_line(error), err=True)
             sys.exit(1)
+        except OSError as error:
+            if not _writing_output(error):
+                raise
+            _output_failed(error)
         except Exception as error:
             explained = _storage_failure(error)
             if explained is None:
                 raise
-            click.echo(f"error: {explained}", err=True)
+            click.echo(_error_line(explained), err=True)
             sys.exit(1)
 
 
@@ -84,13 +153,32 @@ def training_options(function: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _open(storage_url: str) -> Any:
+def _open(storage_url: str, *, create: bool = False) -> Any:
+    """The storage of --storage; only the commands that make studies (`create`, `paper`) pass
+    `create`: a read-only command on a mistyped path must not leave an empty database behind."""
     global _opened_url
     from medsweep.storage import open_storage
 
-    opened = open_storage(storage_url)
+    opened = open_storage(storage_url, create=create)
     _opened_url = opened.url
     return opened
+
+
+def _seconds(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A number of seconds from 0 to 30 days (NaN and infinity refused: a NaN timeout never ends)."""
+    from .workers._budget import check_seconds
+
+    return None if value is None else check_seconds(value, f"--{param.name.replace('_', '-')}")
+
+
+def _at_least_one(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    # 0 would stop before the first failure could be seen, and was reported as "0 trials in a row failed".
+    if value < 1:
+        from ._errors import WorkerError
+
+        raise WorkerError(f"--{param.name.replace('_', '-')} {value} must be at least 1 (the worker stops after "
+                          "that many failed trials in a row)")
+    return value
 
 
 def data_options(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -193,6 +281,11 @@ def _set_verbosity(verbose: bool) -> None:
               help=f"Show Optuna's INFO lines and TensorFlow's start-up messages; also ${VERBOSE_ENV}=1.")
 def main(verbose: bool) -> None:
     """medsweep: hyperparameter search for transfer-learning medical image classifiers."""
+    if sys.stdout is None:  # started with stdout closed (`>&-`): every line would vanish
+        from ._errors import MedsweepError
+
+        raise MedsweepError("standard output is closed; give medsweep somewhere to write, e.g. > medsweep.log "
+                            "or > /dev/null")
     _set_verbosity(verbose)
 
 
@@ -222,12 +315,13 @@ def create(study: str, data: Any, space_file: str | None, metric: str, pruner: s
     check_study_name(study)
     budget_seconds = parse_duration(budget) if budget is not None else None
     space = SearchSpace.from_yaml(space_file) if space_file else SearchSpace.default()
+    space.check_every_configuration()  # before reading every image
     spec = data or make_data_spec(None)  # no data option at all: the one-line "pass --data" error
     dataset = ImageDataset.open(spec)
     space, intensity_note = apply_intensity(dataset.check_decodable(), space, intensity)
     if intensity_note:
         click.echo(intensity_note, err=True)
-    opened = _open(storage)
+    opened = _open(storage, create=True)
     created = create_study(opened, study, dataset, space, metric=metric, pruner=pruner, resume=resume)
     if budget_seconds is not None:
         store_budget_seconds(opened, created.study_name, budget_seconds)
@@ -238,9 +332,10 @@ def create(study: str, data: Any, space_file: str | None, metric: str, pruner: s
 @main.command()
 @click.argument("study")
 @click.option("--n-trials", type=click.IntRange(min=1), help="Total trials for the study, across all workers and machines.")
-@click.option("--timeout", type=click.FloatRange(min=0), help="Stop starting trials after this many seconds.")
+@click.option("--timeout", type=float, callback=_seconds, help="Stop starting trials after this many seconds (at most 30 days).")
 @click.option("--budget", help="The whole study's wall budget across workers and machines (30m, 2h, 1800s); spent cheap trials first, then fine-tuning.")
-@click.option("--max-failures", default=3, show_default=True, help="Stop after this many failed trials in a row.")
+@click.option("--max-failures", default=3, show_default=True, callback=_at_least_one,
+              help="Stop after this many failed trials in a row.")
 @click.option("--data", "data_dir", type=click.Path(), help="The study's data (its folder, or for a manifest study the CSV or its folder) under another path on this machine.")
 @training_options
 @click.option("--gpus", help="GPUs to use, one worker process each: all (default), none, or ids such as 0,1,3.")
@@ -251,7 +346,7 @@ def create(study: str, data: Any, space_file: str | None, metric: str, pruner: s
               help="Seconds between a running trial's heartbeats.")
 @click.option("--grace-period", default=40, show_default=True, type=click.IntRange(min=2),
               help="Seconds without a heartbeat after which a trial counts as dead and is retried.")
-@click.option("--db-down-limit", default=300.0, show_default=True, type=click.FloatRange(min=0),
+@click.option("--db-down-limit", default=300.0, show_default=True, type=float, callback=_seconds,
               help="Seconds the database may stay unreachable before the workers stop.")
 @click.option("--quiet", is_flag=True, help="No progress display, only warnings and the final line.")
 @click.option("--in-process", is_flag=True, hidden=True, help="Run one worker in this process (used by the supervisor).")
@@ -535,7 +630,7 @@ def paper(study: str, data: Any, space_file: str | None, metric: str, pruner: st
     from .study._space import SearchSpace
 
     space = SearchSpace.from_yaml(space_file) if space_file else None
-    result = run_paper(_open(storage), study, data=data, space=space, metric=metric, pruner=pruner,
+    result = run_paper(_open(storage, create=True), study, data=data, space=space, metric=metric, pruner=pruner,
                        intensity=intensity)
     if result.intensity_note:
         click.echo(result.intensity_note, err=True)

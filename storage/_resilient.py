@@ -34,6 +34,9 @@ _RETRIED = (
 )
 FIRST_DELAY = 0.5
 MAX_DELAY = 10.0
+# How long an outage is still waited out once the worker is told to stop: well inside the 10 s a
+# container runtime gives after SIGTERM, so the worker's last line says what became of its trial.
+STOPPING_GRACE = 4.0
 
 
 class _Outage:
@@ -52,6 +55,13 @@ class _Outage:
         limit = storage.down_limit
         # The driver's own words ("Connection refused"), not Optuna's commit wrapper.
         detail = first_line(error, storage.url)
+        stopping_for = storage.stopping_for()
+        if stopping_for is not None and stopping_for >= STOPPING_GRACE:
+            storage.gave_up = StorageError(
+                f"database {describe_storage(storage.url)} unreachable for {elapsed:.0f} s ({detail}) when the "
+                "worker was told to stop; stopped waiting for it"
+            )
+            raise storage.gave_up from None
         if limit is not None and elapsed >= limit:
             storage.gave_up = StorageError(
                 f"database {describe_storage(storage.url)} unreachable for {elapsed:.0f} s, longer than the "
@@ -60,12 +70,20 @@ class _Outage:
             )
             raise storage.gave_up from None
         if self.attempts == 0:
+            if stopping_for is not None:
+                how_long = f"{STOPPING_GRACE - stopping_for:.0f} s (the worker is stopping)"
+            else:
+                how_long = "ever" if limit is None else f"{limit:g} s"
             _logger.warning("database %s unreachable (%s); retrying for up to %s", describe_storage(storage.url),
-                            detail,
-                            "ever" if limit is None else f"{limit:g} s")
+                            detail, how_long)
         self.attempts += 1
         pause = self.delay if limit is None else min(self.delay, max(0.05, limit - elapsed))
-        time.sleep(pause)
+        if stopping_for is not None:
+            pause = min(pause, max(0.05, STOPPING_GRACE - stopping_for))
+        if storage.stopping is not None and stopping_for is None:
+            storage.stopping.wait(pause)  # a stop request ends the pause at once
+        else:
+            time.sleep(pause)
         self.delay = min(self.delay * 2, MAX_DELAY)
 
     def recovered(self) -> None:
@@ -80,9 +98,24 @@ class ResilientRDBStorage(RDBStorage):
     def __init__(self, url: str, *, down_limit: float | None = 300.0, **kwargs: Any) -> None:
         self.down_limit = down_limit
         self.gave_up: StorageError | None = None
+        self.stopping: threading.Event | None = None
+        self._stop_seen: float | None = None
         self._local = threading.local()
         self._backend_name = url.split(":", 1)[0].split("+", 1)[0]
         super().__init__(url, **kwargs)
+
+    def give_up_when(self, stopping: threading.Event) -> None:
+        """Once `stopping` is set (the worker was told to stop), wait out an outage for at most
+        STOPPING_GRACE seconds more instead of `down_limit`, then raise StorageError."""
+        self.stopping = stopping
+
+    def stopping_for(self) -> float | None:
+        """Seconds since this storage first saw its stop request set, or None before that."""
+        if self.stopping is None or not self.stopping.is_set():
+            return None
+        if self._stop_seen is None:
+            self._stop_seen = time.monotonic()
+        return time.monotonic() - self._stop_seen
 
     def retry(self, what: str, call: Callable[[], Any]) -> Any:
         """Run `call`, retrying it with backoff while the database is unreachable."""

@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("search", "objectives", "storage")
 # objectives' layers, lowest first: each may import only the layers before it.
 OBJECTIVE_LAYERS = ("config", "metrics", "images", "model", "training", "evaluation")
-# Modules at objectives/'s root that every layer may import: the error classes and the quiet Keras import.
-OBJECTIVE_FOUNDATION = ("_errors", "_keras")
+# Modules at objectives/'s root that every layer may import: the error classes, the quiet Keras import
+# and the text helpers (reading text files, quoting user values in errors).
+OBJECTIVE_FOUNDATION = ("_errors", "_keras", "_text")
 
 
 def _import_cycles() -> object:

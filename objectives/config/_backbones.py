@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .._errors import BackboneError
+from .._text import quoted
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,15 @@ class Backbone:
     min_size: int
     weights_file: str  # the file name Keras caches for weights="imagenet", include_top=False
     has_alpha: bool = False
+    weight_alphas: tuple[float, ...] = ()  # the widths Keras ships ImageNet weights for (has_alpha only)
+
+    def check_alpha_has_weights(self, alpha: float) -> None:
+        """Refuse a width Keras has no pretrained weights for (it would fail, or name a file that does not exist)."""
+        if self.has_alpha and alpha not in self.weight_alphas:
+            raise BackboneError(
+                f"{self.name} has pretrained weights only for alpha {', '.join(f'{a:g}' for a in self.weight_alphas)}, "
+                f"not {alpha:g}; choose one of those, or set weights: none to train from scratch"
+            )
 
     def constructor_function(self) -> Callable[..., Any]:
         module = importlib.import_module(f"keras.applications.{self.module}")
@@ -75,10 +85,10 @@ BACKBONES: dict[str, Backbone] = {
         Backbone("VGG19", "vgg19", "VGG19", 224, 32,
                  "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"),
         Backbone("MobileNet", "mobilenet", "MobileNet", 224, 32,
-                 "mobilenet_1_0_224_tf_no_top.h5", has_alpha=True),
+                 "mobilenet_1_0_224_tf_no_top.h5", has_alpha=True, weight_alphas=(0.25, 0.5, 0.75, 1.0)),
         Backbone("MobileNetV2", "mobilenet_v2", "MobileNetV2", 224, 32,
                  "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
-                 has_alpha=True),
+                 has_alpha=True, weight_alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4)),
         Backbone("ResNet50V2", "resnet_v2", "ResNet50V2", 224, 32,
                  "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5"),
         Backbone("EfficientNetV2B0", "efficientnet_v2", "EfficientNetV2B0", 224, 32,
@@ -96,7 +106,7 @@ def get_backbone(name: str) -> Backbone:
     except KeyError:
         known = ", ".join(BACKBONES)
         raise BackboneError(
-            f"unknown backbone {name!r}; choose one of: {known}"
+            f"unknown backbone {quoted(name)}; choose one of: {known}"
         ) from None
 
 
@@ -111,6 +121,7 @@ def resolve_weights(backbone: Backbone, weights: str, image_size: int, alpha: fl
         return None
     path = Path(weights).expanduser()
     if path.is_dir():
+        backbone.check_alpha_has_weights(alpha)  # else the hint below names a file Keras never shipped
         expected = backbone.expected_weights_file(image_size, alpha)
         found = [path / name for name in backbone.candidate_weights_files(image_size, alpha)
                  if (path / name).is_file()]

@@ -10,24 +10,25 @@ from typing import Any, Callable
 
 from ._backbones import BACKBONES
 from .._errors import ConfigError
+from .._text import quoted
 
 
 def _number(name: str, value: Any, kind: type) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{name} must be a number, got {value!r}")
+        raise ConfigError(f"{name} must be a number, got {quoted(value)}")
     if kind is int:
         if isinstance(value, float) and not value.is_integer():
-            raise ConfigError(f"{name} must be a whole number, got {value!r}")
+            raise ConfigError(f"{name} must be a whole number, got {quoted(value)}")
         return int(value)
     if not math.isfinite(float(value)):
-        raise ConfigError(f"{name} must be finite, got {value!r}")
+        raise ConfigError(f"{name} must be finite, got {quoted(value)}")
     return float(value)
 
 
 def _positive_int(name: str, value: Any) -> int:
     number = _number(name, value, int)
     if number < 1:
-        raise ConfigError(f"{name} must be at least 1, got {value!r}")
+        raise ConfigError(f"{name} must be at least 1, got {quoted(value)}")
     return number
 
 
@@ -35,13 +36,13 @@ def _fraction(name: str, value: Any, *, closed_top: bool) -> float:
     number = _number(name, value, float)
     if number < 0 or number > 1 or (not closed_top and number == 1):
         top = "1" if closed_top else "below 1"
-        raise ConfigError(f"{name} must be between 0 and {top}, got {value!r}")
+        raise ConfigError(f"{name} must be between 0 and {top}, got {quoted(value)}")
     return number
 
 
 def _check_backbone(name: str, value: Any) -> str:
     if not isinstance(value, str) or value not in BACKBONES:
-        raise ConfigError(f"unknown backbone {value!r}; choose one of: {', '.join(BACKBONES)}")
+        raise ConfigError(f"unknown backbone {quoted(value)}; choose one of: {', '.join(BACKBONES)}")
     return str(value)
 
 
@@ -50,7 +51,7 @@ def _check_image_size(name: str, value: Any) -> int | None:
         return None
     size = _number(name, value, int)
     if size < 32 or size > 1024:
-        raise ConfigError(f"image_size must be between 32 and 1024 pixels, got {value!r}")
+        raise ConfigError(f"image_size must be between 32 and 1024 pixels, got {quoted(value)}")
     return size
 
 
@@ -58,7 +59,7 @@ def _check_weights(name: str, value: Any) -> str:
     if value is None:
         return "none"
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"weights must be imagenet, none or a path, got {value!r}")
+        raise ConfigError(f"weights must be imagenet, none or a path, got {quoted(value)}")
     lowered = value.strip().lower()
     return lowered if lowered in ("imagenet", "none") else value
 
@@ -66,27 +67,27 @@ def _check_weights(name: str, value: Any) -> str:
 def _check_learning_rate(name: str, value: Any) -> float:
     rate = _number(name, value, float)
     if not 0 < rate < 1:
-        raise ConfigError(f"learning_rate must be between 0 and 1 (exclusive), got {value!r}")
+        raise ConfigError(f"learning_rate must be between 0 and 1 (exclusive), got {quoted(value)}")
     return rate
 
 
 def _check_alpha(name: str, value: Any) -> float:
     alpha = _number(name, value, float)
     if not 0 < alpha <= 2:
-        raise ConfigError(f"alpha (MobileNet width) must be in (0, 2], got {value!r}")
+        raise ConfigError(f"alpha (MobileNet width) must be in (0, 2], got {quoted(value)}")
     return alpha
 
 
 def _check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ConfigError(f"{name} must be true or false, got {value!r}")
+        raise ConfigError(f"{name} must be true or false, got {quoted(value)}")
     return value
 
 
 def _check_seed(name: str, value: Any) -> int:
     seed = _number(name, value, int)
     if seed < 0:
-        raise ConfigError(f"seed must be 0 or more, got {value!r}")
+        raise ConfigError(f"seed must be 0 or more, got {quoted(value)}")
     return seed
 
 
@@ -95,7 +96,7 @@ def _one_of(allowed: tuple[str, ...], meaning: str = "") -> Callable[[str, Any],
 
     def check(name: str, value: Any) -> str:
         if value not in allowed:
-            raise ConfigError(f"{name} must be one of {', '.join(allowed)}{meaning}, got {value!r}")
+            raise ConfigError(f"{name} must be one of {', '.join(allowed)}{meaning}, got {quoted(value)}")
         return str(value)
 
     return check
@@ -111,14 +112,14 @@ def _check_augmented_views(name: str, value: Any) -> int:
     views = _number(name, value, int)
     if not 0 <= views <= MAX_AUGMENTED_VIEWS:
         raise ConfigError(f"augmented_views must be between 0 (exact on-the-fly augmentation) and "
-                          f"{MAX_AUGMENTED_VIEWS}, got {value!r}")
+                          f"{MAX_AUGMENTED_VIEWS}, got {quoted(value)}")
     return views
 
 
 def _check_warmup_epochs(name: str, value: Any) -> int:
     epochs = _number(name, value, int)
     if epochs < 0:
-        raise ConfigError(f"frozen_warmup_epochs must be 0 (no warm-up) or more, got {value!r}")
+        raise ConfigError(f"frozen_warmup_epochs must be 0 (no warm-up) or more, got {quoted(value)}")
     return epochs
 
 
@@ -136,7 +137,7 @@ def _check_backbone_lr_factor(name: str, value: Any) -> float:
     factor = _number(name, value, float)
     if not 0 < factor <= 1:
         raise ConfigError(f"backbone_lr_factor must be in (0, 1] (the backbone's learning rate is learning_rate "
-                          f"times it), got {value!r}")
+                          f"times it), got {quoted(value)}")
     return factor
 
 
@@ -205,11 +206,20 @@ class TrialConfig:
     def __post_init__(self) -> None:
         for name, (_, check) in _FIELD_CHECKS.items():
             object.__setattr__(self, name, check(name, getattr(self, name)))
-        if self.alpha != 1.0 and not BACKBONES[self.backbone].has_alpha:
+        backbone = BACKBONES[self.backbone]
+        if self.alpha != 1.0 and not backbone.has_alpha:
             raise ConfigError(
                 f"alpha {self.alpha:g} only applies to MobileNet and MobileNetV2, not {self.backbone}; "
                 "remove alpha or set it to 1.0"
             )
+        # Keras' own limits, checked here so a space file is refused at `create`, not in every trial.
+        if self.resolved_image_size < backbone.min_size:
+            raise ConfigError(
+                f"image_size {self.resolved_image_size} is too small for {self.backbone} (minimum "
+                f"{backbone.min_size}); raise image_size or choose another backbone"
+            )
+        if self.weights == "imagenet":
+            backbone.check_alpha_has_weights(self.alpha)
 
     @property
     def resolved_image_size(self) -> int:
@@ -224,7 +234,7 @@ class TrialConfig:
         unknown = sorted(set(values) - set(_FIELD_CHECKS))
         if unknown:
             raise ConfigError(
-                f"unknown config key {unknown[0]!r}; known keys: {', '.join(_FIELD_CHECKS)}"
+                f"unknown config key {quoted(unknown[0])}; known keys: {', '.join(_FIELD_CHECKS)}"
             )
         return cls(**values)
 
@@ -243,7 +253,7 @@ def config_field_type(name: str) -> type:
 def check_config_value(name: str, value: Any) -> Any:
     """Validate one field on its own (used by search space files); names the field on error."""
     if name not in _FIELD_CHECKS:
-        raise ConfigError(f"unknown config key {name!r}; known keys: {', '.join(_FIELD_CHECKS)}")
+        raise ConfigError(f"unknown config key {quoted(name)}; known keys: {', '.join(_FIELD_CHECKS)}")
     return _FIELD_CHECKS[name][1](name, value)
 
 

@@ -112,6 +112,10 @@ def open_labeled(path: str | Path, class_names: list[str]) -> LabeledFiles:
         return read_manifest(path, tuple(class_names))[0]
     if path.is_dir():
         present = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not present:
+            raise DataError(f"evaluation data {path} has no class subfolders; --data wants one subfolder per class "
+                            f"({', '.join(class_names)}) holding its images; `medsweep predict MODEL FILE...` "
+                            "takes loose images")
         unknown = sorted(set(present) - set(class_names))
         if unknown:
             raise DataError(f"{path} has class folders {unknown} the model does not know (its classes: {class_names})")

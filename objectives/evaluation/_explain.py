@@ -175,19 +175,6 @@ def png_data_uri(pixels: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(png_bytes(pixels)).decode("ascii")
 
 
-def _full_resolution(path: Path) -> np.ndarray:
-    """The image as uint8 RGB at its own size (decode_image's handling of 16-bit and grey)."""
-    from PIL import Image
-
-    from ..images import decode_image
-
-    with Image.open(path) as image:
-        width, height = image.size
-    # decode_image makes a square; decode at the larger side, then restore the aspect ratio.
-    square = decode_image(path, max(width, height))
-    return np.asarray(Image.fromarray(square).resize((width, height), Image.Resampling.BILINEAR))
-
-
 def check_images(paths: Sequence[str | Path]) -> list[Path]:
     """Every path exists and decodes, checked before TensorFlow loads; one-line DataError otherwise."""
     from ..images import decode_image
@@ -195,8 +182,10 @@ def check_images(paths: Sequence[str | Path]) -> list[Path]:
     checked = []
     for path in paths:
         path = Path(path).expanduser()
+        if path.is_dir():
+            raise DataError(f"{path} is a folder; explain takes image files: pass them, e.g. {path}/*.png")
         if not path.is_file():
-            raise DataError(f"image {path} does not exist; pass PNG or JPEG files")
+            raise DataError(f"image {path} does not exist; pass image files (PNG, JPEG, DICOM, TIFF, BMP, WebP)")
         decode_image(path, 8)
         checked.append(path)
     return checked
@@ -220,11 +209,13 @@ def explain_files(model_path: str | Path, image_paths: Sequence[str | Path], out
                   class_name: str | None = None, layer: str | None = None) -> list[dict[str, Any]]:
     """Write one Grad-CAM overlay PNG per image into `output_dir`; each row names the file,
     the predicted class and probability, and the class explained."""
-    from ..images import decode_images
+    from ..images import decode_full_size, decode_images, model_decoding
     from ..model import load_model, read_model_metadata
 
     paths = check_images(image_paths)
     metadata = read_model_metadata(model_path)
+    # The model's own decoding (a study's --window), as `predict` and `evaluate` use it.
+    decoding = model_decoding(metadata)
     class_names = list(metadata["class_names"])
     if class_name is not None and class_name not in class_names:
         raise ExplainError(f"class {class_name!r} is not one of the model's classes {class_names}")
@@ -233,12 +224,12 @@ def explain_files(model_path: str | Path, image_paths: Sequence[str | Path], out
         raise DataError(f"output {output} is a file; pass a folder for the overlays with -o")
     model, _ = load_model(model_path)
     size = int(model.input_shape[1])
-    explanations = grad_cam(model, decode_images(paths, size),
+    explanations = grad_cam(model, decode_images(paths, size, decoding),
                             None if class_name is None else class_names.index(class_name), layer=layer)
     output.mkdir(parents=True, exist_ok=True)
     rows = []
     for path, target, explanation in zip(paths, overlay_paths(paths, output), explanations):
-        target.write_bytes(png_bytes(overlay(_full_resolution(path), explanation.heatmap)))
+        target.write_bytes(png_bytes(overlay(decode_full_size(path, decoding), explanation.heatmap)))
         predicted = int(explanation.probabilities.argmax())
         rows.append({"file": str(path), "overlay": str(target), "class": class_names[predicted],
                      "probability": float(explanation.probabilities[predicted]),

@@ -8,8 +8,8 @@ from ._array_cache import (CACHE_ENV, CUT_BUDGET_ENV, ArrayCache, cut_cache_budg
 from ._dataset import (DataSpec, ImageDataset, TrialData, file_digests, fingerprint_files, scan_image_folder,
                        stratified_split)
 from ._files import LabeledFiles
-from ._formats import (GROUP_TAGS, HIDDEN, NOT_AN_IMAGE, Decoding, Unread, decode_image, decode_images,
-                       dicom_group_ids, list_images, model_decoding, summarize_unread)
+from ._formats import (GROUP_TAGS, HIDDEN, NOT_AN_IMAGE, Decoding, Unread, decode_full_size, decode_image,
+                       decode_images, dicom_group_ids, list_images, model_decoding, summarize_unread)
 from ._grey_levels import IntensityReport
 from ._manifest import read_manifest
 from ._splits import GroupReport, SplitPlan, assign_groups, plan_splits
@@ -32,6 +32,7 @@ __all__ = [
     "Unread",
     "assign_groups",
     "cut_cache_budget",
+    "decode_full_size",
     "decode_image",
     "decode_images",
     "default_cache_dir",

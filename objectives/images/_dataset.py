@@ -16,6 +16,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from .._errors import DataError
+from .._text import is_utf8_name, shown_path
 from ._disk_arrays import decode_to_disk, decoded_folder, fits_in_memory, index_digest, take_to_disk
 from ._files import LabeledFiles
 from ._formats import (GROUP_TAGS, OUTSIDE, Decoding, Unread, decode_image, decode_images, decode_workers,
@@ -37,6 +38,10 @@ def scan_image_folder(folder: str | os.PathLike[str], class_names: Sequence[str]
     if not root.is_dir():
         raise DataError(f"{role} folder {root} is not a folder; pass a folder holding one subfolder per class")
     found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    misnamed = [name for name in found if not is_utf8_name(name)]
+    if misnamed:  # a class name is stored on the study and printed: it must be text
+        raise DataError(f"class folder {shown_path(root / misnamed[0])} has a name that is not UTF-8; rename it "
+                        f"(e.g. convmv -f latin1 -t utf8 --notest -r {shown_path(root)})")
     if not found:
         raise DataError(
             f"{role} folder {root} has no class subfolders; put each class's images in {root}/<class name>/"

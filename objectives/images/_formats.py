@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .._errors import DataError
+from .._text import is_utf8_name, shown_path
 
 # Bump when a change of decoding changes pixel values: decoded-image files keyed on it refill.
 DECODE_RULE = 2
@@ -46,6 +47,7 @@ UNSUPPORTED_SYNTAX = "DICOM with an unsupported transfer syntax"
 DAMAGED_DICOM = "damaged DICOM"
 MULTI_PAGE_TIFF = "multi-page TIFF"
 OUTSIDE = "file beside the class folders"
+NOT_UTF8_NAME = "file name that is not UTF-8 (rename it)"
 DAMAGED_TIFF = "damaged TIFF"
 
 _SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".dcm": "dicom", ".dicom": "dicom",
@@ -164,11 +166,15 @@ def list_images(folder: Path, root: Path | None = None) -> tuple[list[Path], lis
     root = root or folder
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     hidden = [Unread(p, HIDDEN) for p in files if is_hidden(p, root)]
-    candidates = [p for p in files if not is_hidden(p, root)]
+    # A name in another encoding (Latin-1 from an old archive) cannot be stored, hashed or printed
+    # as text; skipped and reported like any unreadable file, so the one-line summary names it.
+    misnamed = [Unread(p, NOT_UTF8_NAME, "rename it, e.g. convmv -f latin1 -t utf8 --notest FILE")
+                for p in files if not is_hidden(p, root) and not is_utf8_name(p)]
+    candidates = [p for p in files if not is_hidden(p, root) and is_utf8_name(p)]
     with ThreadPoolExecutor(max_workers=4) as pool:
         problems = list(pool.map(check_file, candidates))
     images = [p for p, problem in zip(candidates, problems) if problem is None]
-    unread = hidden + [problem for problem in problems if problem is not None]
+    unread = hidden + misnamed + [problem for problem in problems if problem is not None]
     return images, unread
 
 
@@ -208,8 +214,8 @@ def refuse_unreadable(read: int, unread: Sequence[Unread], where: str, root: Pat
 
 def _shown(path: Path, root: Path | None) -> str:
     if root is not None and path.is_relative_to(root):
-        return path.relative_to(root).as_posix()
-    return str(path)
+        return shown_path(path.relative_to(root).as_posix())
+    return shown_path(path)
 
 
 # DICOM -------------------------------------------------------------------------------------
@@ -452,7 +458,7 @@ def check_pixel_count(path: Path, width: int, height: int) -> None:
 
 # Pillow formats ----------------------------------------------------------------------------
 
-def _pillow_image(path: Path, size: int, decoding: Decoding) -> np.ndarray:
+def _pillow_image(path: Path, size: int | None, decoding: Decoding) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     # Pillow's own guard warns at 89 Mpx and raises a traceback at 179 Mpx; `check_pixel_count`
@@ -468,20 +474,20 @@ def _pillow_image(path: Path, size: int, decoding: Decoding) -> np.ndarray:
                 return _to_uint8(_gray(plane, decoding), True, size)
             # 8-bit grayscale and colour: unchanged from medsweep's first decoder (cached features stay valid).
             image = image.convert("RGB")
-            if image.size != (size, size):
+            if size is not None and image.size != (size, size):
                 image = image.resize((size, size), Image.Resampling.BILINEAR)
             return np.asarray(image, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise DataError(f"image {path} cannot be decoded ({error}); remove or replace the file") from None
 
 
-def _to_uint8(values: np.ndarray, grayscale: bool, size: int) -> np.ndarray:
-    """Resize values in [0, 1] in floating point, then the one rounding to 0-255."""
+def _to_uint8(values: np.ndarray, grayscale: bool, size: int | None) -> np.ndarray:
+    """Resize values in [0, 1] in floating point (None: keep their size), then the one rounding to 0-255."""
     from PIL import Image
 
     def resized(plane: np.ndarray) -> np.ndarray:
         image = Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32))
-        if image.size != (size, size):
+        if size is not None and image.size != (size, size):
             image = image.resize((size, size), Image.Resampling.BILINEAR)
         return np.asarray(image, dtype=np.float32)
 
@@ -496,8 +502,9 @@ _READERS: dict[str, Callable[[Path, Decoding], tuple[np.ndarray, bool]]] = {
 }
 
 
-def read_image(path: Path, size: int, decoding: Decoding | None = None) -> np.ndarray:
-    """Decode any supported file to a size x size x 3 uint8 array by the rule of this module."""
+def read_image(path: Path, size: int | None, decoding: Decoding | None = None) -> np.ndarray:
+    """Decode any supported file to a size x size x 3 uint8 array by the rule of this module
+    (size None: height x width x 3 at the image's own size)."""
     decoding = decoding or Decoding()
     kind = sniff(path)
     if kind is None:
@@ -522,6 +529,12 @@ def decode_workers() -> int:
 def decode_image(path: Path, size: int, decoding: Decoding | None = None) -> np.ndarray:
     """Decode PNG, JPEG, BMP, WebP, TIFF or DICOM to a size x size x 3 uint8 array (`_formats`'s rule)."""
     return read_image(Path(path), size, decoding)
+
+
+def decode_full_size(path: Path, decoding: Decoding | None = None) -> np.ndarray:
+    """Decode any supported file at its own size (height x width x 3 uint8), by the same rule as
+    `decode_image`: what an overlay is drawn on."""
+    return read_image(Path(path), None, decoding)
 
 
 def decode_images(paths: Sequence[Path], size: int, decoding: Decoding | None = None) -> np.ndarray:

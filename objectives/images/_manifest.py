@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from .._errors import DataError
+from .._text import read_text_file
 from ._files import LabeledFiles
 from ._formats import Unread, check_file
 
@@ -20,10 +21,8 @@ def read_manifest(manifest: str | os.PathLike[str], class_names: tuple[str, ...]
     (None when the manifest has no group column). Rows whose file cannot be read are left out and
     listed in the files' `unread`, like stray files in a class folder."""
     path = Path(manifest).expanduser()
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as error:
-        raise DataError(f"cannot read manifest {path} ({error.strerror}); pass a CSV of path,label[,group] rows") from None
+    text = read_text_file(path, "manifest", "pass a CSV of path,label[,group] rows", DataError,
+                          max_bytes=1 << 30)
     rows = [row for row in csv.reader(text.splitlines()) if row and any(cell.strip() for cell in row)]
     if rows and tuple(cell.strip().lower() for cell in rows[0]) in (_HEADER[:2], _HEADER):
         rows = rows[1:]

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
 from optuna.trial import TrialState
 
-from medsweep.objectives import ObjectiveError, TrialConfig
+from medsweep.objectives import ObjectiveError, TrialConfig, quoted
 from medsweep.objectives.metrics import parse_objective
 
 from .._errors import MedsweepError, StudyError
+from .._yaml import dump_yaml, load_yaml_file
 from .._record import config_of, cv_of, metrics_of
 from ..study._study import StudySettings
 
@@ -116,7 +116,7 @@ def write_export(document: dict[str, Any], path: str | Path) -> Path:
     path = check_output_path(path, "-o")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(document, sort_keys=False))
+        path.write_text(dump_yaml(document))
     except OSError as error:
         raise MedsweepError(f"cannot write {path} ({error.strerror}); choose another -o") from None
     return path
@@ -125,14 +125,15 @@ def write_export(document: dict[str, Any], path: str | Path) -> Path:
 def read_export(path: str | Path) -> tuple[TrialConfig, dict[str, Any]]:
     """Read an exported config (or a bare TrialConfig mapping) and validate its config."""
     path = Path(path)
-    try:
-        document = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise MedsweepError(f"cannot read config file {path} ({error.strerror}); pass the file `medsweep export` wrote") from None
-    except yaml.YAMLError as error:
-        raise MedsweepError(f"config file {path} is not valid YAML ({getattr(error, 'problem', error)}); fix or re-export it") from None
+    document = load_yaml_file(path, "config file", "pass the file `medsweep export` wrote", MedsweepError)
     if not isinstance(document, dict):
         raise MedsweepError(f"config file {path} must be a mapping; pass the file `medsweep export` wrote")
+    version = document.get("medsweep_export")
+    if "medsweep_export" in document and (isinstance(version, bool) or not isinstance(version, int)
+                                          or not 1 <= version <= EXPORT_FORMAT):
+        # A later format may change what a field means: reading it as this one would train the wrong thing.
+        raise MedsweepError(f"config file {path} has export format {quoted(version)}; this medsweep reads format "
+                            f"{EXPORT_FORMAT}: upgrade medsweep, or export the study again with this one")
     raw = document.get("config", document) if "medsweep_export" in document else document
     try:
         return TrialConfig.from_dict(raw), document

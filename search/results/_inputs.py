@@ -19,6 +19,11 @@ def check_prediction_inputs(model_file: str | Path, files: Sequence[str | Path])
     """The model's metadata, after checking that every file exists and decodes."""
     metadata = read_model_metadata(model_file)
     paths = [Path(f) for f in files]
+    folders = [p for p in paths if p.is_dir()]
+    if folders:
+        raise DataError(f"{folders[0]} is a folder; predict takes image files: pass them, e.g. {folders[0]}/*.png "
+                        "(for a folder of class subfolders, `medsweep evaluate MODEL --data FOLDER` measures the "
+                        "model)")
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")

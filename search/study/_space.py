@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from medsweep.objectives import DEFAULT_CONFIG, ObjectiveError, TrialConfig
+from medsweep.objectives import DEFAULT_CONFIG, ObjectiveError, TrialConfig, quoted
 from medsweep.objectives.config import CONFIG_FIELDS, check_config_value, config_field_type
 
 from .._errors import SpaceError
+from .._yaml import load_yaml_file
 
 SURVEY_BACKBONES = ["InceptionV3", "DenseNet201", "ResNet152V2", "Xception", "VGG19"]
 
@@ -42,6 +41,8 @@ DEFAULT_SPACE: dict[str, Any] = {
 FINE_TUNING_ONLY = ("frozen_warmup_epochs", "backbone_lr_factor")
 
 _RANGE_KEYS = {"low", "high", "log", "step"}
+# The parameters whose values limit each other (a backbone's smallest input, the widths with weights).
+_COMBINED = ("backbone", "image_size", "alpha", "weights")
 
 
 @dataclass(frozen=True)
@@ -76,35 +77,35 @@ def _check_value(name: str, value: Any) -> Any:
 def _parse_parameter(name: str, spec: Any) -> Parameter:
     if name not in CONFIG_FIELDS:
         raise SpaceError(
-            f"unknown search space parameter {name!r}; known parameters: {', '.join(CONFIG_FIELDS)}"
+            f"unknown search space parameter {quoted(name)}; known parameters: {', '.join(CONFIG_FIELDS)}"
         )
     if isinstance(spec, list):
         if not spec:
             raise SpaceError(f"search space parameter {name}: the list of choices is empty; give at least one value")
         choices = tuple(_check_value(name, value) for value in spec)
         if any(not isinstance(c, (str, int, float, bool, type(None))) for c in choices):
-            raise SpaceError(f"search space parameter {name}: choices must be plain values, got {spec!r}")
+            raise SpaceError(f"search space parameter {name}: choices must be plain values, got {quoted(spec)}")
         return Categorical(choices)
     if isinstance(spec, dict):
         unknown = set(spec) - _RANGE_KEYS
         if unknown or not {"low", "high"} <= set(spec):
             raise SpaceError(
-                f"search space parameter {name}: a range needs low and high (optional log, step), got {spec!r}"
+                f"search space parameter {name}: a range needs low and high (optional log, step), got {quoted(spec)}"
             )
         kind = config_field_type(name)
         if kind not in (int, float):
-            raise SpaceError(f"search space parameter {name} is not numeric; give a list of choices instead of {spec!r}")
+            raise SpaceError(f"search space parameter {name} is not numeric; give a list of choices instead of {quoted(spec)}")
         low, high = _check_value(name, spec["low"]), _check_value(name, spec["high"])
         if not low < high:
             raise SpaceError(f"search space parameter {name}: low ({low}) must be below high ({high})")
         log = spec.get("log", False)
         if not isinstance(log, bool):
-            raise SpaceError(f"search space parameter {name}: log must be true or false, got {log!r}")
+            raise SpaceError(f"search space parameter {name}: log must be true or false, got {quoted(log)}")
         if log and low <= 0:
             raise SpaceError(f"search space parameter {name}: a log range needs low > 0, got {low}")
         step = spec.get("step")
         if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0):
-            raise SpaceError(f"search space parameter {name}: step must be a positive number, got {step!r}")
+            raise SpaceError(f"search space parameter {name}: step must be a positive number, got {quoted(step)}")
         if step is not None and log:
             raise SpaceError(f"search space parameter {name}: step and log cannot be combined; drop one")
         return Range(low, high, log, step, integer=kind is int)
@@ -138,6 +139,46 @@ class SearchSpace:
                 values[name] = int(parameter.low) if parameter.integer else parameter.low
         return values
 
+    def check_every_configuration(self) -> None:
+        """Refuse a space where some trial could not run: every value each of backbone,
+        image_size, alpha and weights can take (a range by its ends) is combined with every other
+        and checked against the backbone's limits (smallest input, the widths Keras has weights
+        for), and a weights folder or file must hold what each combination loads. Done at
+        `create`, so the mistake is named there rather than by every trial that draws it."""
+        import itertools
+
+        from medsweep.objectives.config import get_backbone, resolve_weights
+
+        values = {name: self._possible_values(name) for name in _COMBINED}
+        alpha = self.parameters.get("alpha")
+        if isinstance(alpha, Range) and any(w != "none" for w in values["weights"]) \
+                and any(get_backbone(b).has_alpha for b in values["backbone"]):
+            raise SpaceError("search space parameter alpha: a range of widths, but MobileNet's pretrained weights "
+                             "exist for a few widths only (MobileNet 0.25, 0.5, 0.75, 1; MobileNetV2 0.35, 0.5, "
+                             "0.75, 1, 1.3, 1.4); give a list of those, or set weights: none")
+        base = self._first_values()
+        for combination in itertools.product(*values.values()):
+            chosen = dict(zip(values, combination))
+            try:
+                config = TrialConfig.from_dict({**base, **chosen})
+                if config.weights not in ("imagenet", "none"):
+                    resolve_weights(get_backbone(config.backbone), config.weights, config.resolved_image_size,
+                                    config.alpha)
+            except ObjectiveError as error:
+                varied = ", ".join(f"{name} {quoted(chosen[name])}" for name in values if len(values[name]) > 1)
+                raise SpaceError(f"search space: {error}" + (f" (the combination {varied})" if varied else "")) from None
+
+    def _possible_values(self, name: str) -> list[Any]:
+        parameter = self.parameters.get(name)
+        if parameter is None:
+            return [getattr(DEFAULT_CONFIG, name)]
+        if isinstance(parameter, Fixed):
+            return [parameter.value]
+        if isinstance(parameter, Categorical):
+            return list(dict.fromkeys(parameter.choices))
+        ends = [parameter.low, parameter.high]
+        return [int(end) for end in ends] if parameter.integer else ends
+
     @classmethod
     def default(cls, overrides: dict[str, Any] | None = None) -> "SearchSpace":
         """The default space with `overrides` (e.g. a YAML file's contents) on top."""
@@ -147,19 +188,11 @@ class SearchSpace:
     def from_yaml(cls, path: str | Path) -> "SearchSpace":
         """Load a space file; its parameters override the defaults."""
         path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as error:
-            raise SpaceError(f"cannot read search space file {path} ({error.strerror}); check the --space path") from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(error, "problem", None) or "invalid YAML"
-            raise SpaceError(f"search space file {path} is not valid YAML{where}: {problem}; fix the file") from None
-        if loaded is None:
-            loaded = {}
+        loaded = load_yaml_file(path, "search space file", "check the --space path", SpaceError)
+        if loaded is None or loaded == {}:
+            # An empty file would silently mean the default space (five large backbones).
+            raise SpaceError(f"search space file {path} is empty; list the parameters to search in it, or leave "
+                             "out --space to search the default space")
         if not isinstance(loaded, dict):
             raise SpaceError(f"search space file {path} must map parameter names to values, got {type(loaded).__name__}")
         return cls.default(loaded)

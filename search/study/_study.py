@@ -8,7 +8,7 @@ from typing import Any
 
 import optuna
 
-from medsweep.objectives import ObjectiveError
+from medsweep.objectives import ObjectiveError, quoted
 from medsweep.objectives.images import DataSpec, ImageDataset
 from medsweep.objectives.metrics import METRIC_DIRECTIONS, parse_objective
 from medsweep.storage import describe_storage
@@ -98,7 +98,8 @@ def create_study(storage: Any, name: str, dataset: ImageDataset, space: SearchSp
     if study_exists(storage, name):
         if not resume:
             raise exists
-        return load_study(storage, name)[0]
+        return _resumed(storage, name, dataset.spec, space, metric, pruner)
+    space.check_every_configuration()
     settings = StudySettings(dataset.spec, dataset.fingerprint, space.to_dict(), metric,
                              direction, pruner)
     try:
@@ -107,12 +108,42 @@ def create_study(storage: Any, name: str, dataset: ImageDataset, space: SearchSp
     except optuna.exceptions.DuplicatedStudyError:
         # Another `create` of this name won the race between our check and our insert.
         if resume:
-            return load_study(storage, name)[0]
+            return _resumed(storage, name, dataset.spec, space, metric, pruner)
         raise exists from None
     study.set_user_attr(SETTINGS_KEY, settings.to_dict())
     if len(dataset.file_hashes) <= MAX_LISTED_FILES:
         # A system attribute: optuna-dashboard lists user attributes, and this one is long.
         storage.set_study_system_attr(storage.get_study_id_from_name(name), FILES_KEY, dataset.file_hashes)
+    return study
+
+
+def _resumed(storage: Any, name: str, data: DataSpec, space: SearchSpace, metric: str, pruner: str) -> optuna.Study:
+    """The existing study, when the options describe it; `--resume` never changes a study, so
+    an option that differs would be silently ignored: refuse, naming each one."""
+    import json
+
+    study, settings = load_study(storage, name)
+
+    def plain(value: Any) -> Any:  # as stored: tuples become lists, keys strings
+        return json.loads(json.dumps(value))
+
+    differ: list[str] = []
+    stored_data, asked_data = plain(settings.data.to_dict()), plain(data.to_dict())
+    for key in asked_data:
+        if asked_data[key] != stored_data.get(key):
+            option = "--data" if key == "data_dir" else f"--{key.replace('_', '-')}"
+            differ.append(f"{option} {quoted(stored_data.get(key))}, not {quoted(asked_data[key])}")
+    stored_space, asked_space = plain(settings.space), plain(space.to_dict())
+    if stored_space != asked_space:
+        names = sorted(k for k in stored_space.keys() | asked_space.keys() if stored_space.get(k) != asked_space.get(k))
+        differ.append(f"another --space (parameters {', '.join(names)} differ)")
+    if metric != settings.metric:
+        differ.append(f"--metric {settings.metric}, not {metric}")
+    if pruner != settings.pruner:
+        differ.append(f"--pruner {settings.pruner}, not {pruner}")
+    if differ:
+        raise StudyError(f"study {name!r} exists with {'; '.join(differ)}; --resume keeps a study as it was created: "
+                         "repeat its options, or choose a new study name")
     return study
 
 

@@ -81,11 +81,43 @@ BUDGET_SECONDS_ATTR = "medsweep:budget_seconds"  # study system attribute, set b
 DEADLINE_ATTR = "medsweep:deadline"  # study system attribute: unix time the budget ends
 BUDGET_STOP_REASON = "the study's wall budget was spent"
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# The longest duration medsweep takes (budgets, --timeout, --db-down-limit): far beyond any search,
+# and far below what timers and deadlines overflow at (a 10^11-hour budget broke every trial).
+MAX_DURATION_SECONDS = 30 * 86400.0
+
+
+def check_seconds(seconds: float, what: str) -> float:
+    """`seconds` when it is a number from 0 to MAX_DURATION_SECONDS, else WorkerError naming `what`."""
+    import math
+
+    from medsweep.objectives import quoted
+
+    from .._errors import WorkerError
+
+    if not math.isfinite(seconds) or seconds < 0:
+        raise WorkerError(f"{what} {quoted(seconds)} is not a number of seconds; give e.g. 3600")
+    if seconds > MAX_DURATION_SECONDS:
+        raise WorkerError(f"{what} {seconds:,.0f} s is longer than {MAX_DURATION_SECONDS / 86400:g} days, the "
+                          f"longest medsweep takes; give at most {MAX_DURATION_SECONDS:.0f} s (30d)")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as parse_duration reads them back: 300 -> '5m', 5400 -> '1h30m', 90 -> '1m30s'."""
+    left = round(float(seconds))
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size:
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return "".join(parts) or f"{float(seconds):g}s"
 
 
 def parse_duration(text: str | float | int) -> float:
-    """Seconds in '30m', '2h', '1800s', '1h30m' or a plain number of seconds."""
+    """Seconds in '30m', '2h', '1800s', '1h30m' or a plain number of seconds (at most 30 days)."""
     import re
+
+    from medsweep.objectives import quoted
 
     from .._errors import WorkerError
 
@@ -95,10 +127,13 @@ def parse_duration(text: str | float | int) -> float:
         raw = str(text).strip().lower()
         parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smhd]?)", raw)
         if not raw or "".join(n + u for n, u in parts) != raw.replace(" ", ""):
-            raise WorkerError(f"budget {text!r} is not a duration; write it like 30m, 2h, 1h30m or 1800s")
+            raise WorkerError(f"budget {quoted(text)} is not a duration; write it like 30m, 2h, 1h30m or 1800s")
         seconds = sum(float(number) * _UNITS[unit or "s"] for number, unit in parts)
-    if seconds <= 0:
-        raise WorkerError(f"budget {text!r} is not positive; give a duration such as 30m")
+    if not seconds > 0:  # also NaN
+        raise WorkerError(f"budget {quoted(text)} is not positive; give a duration such as 30m")
+    if seconds > MAX_DURATION_SECONDS:
+        raise WorkerError(f"budget {quoted(text)} is longer than {MAX_DURATION_SECONDS / 86400:g} days, the longest "
+                          "medsweep takes; give at most 30d")
     return seconds
 
 

@@ -345,7 +345,10 @@ def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: i
             note = "taken over by another worker after a missed heartbeat"
             final = storage.get_trial(trial_id)
         elif outcome.interrupted:
-            final = _hand_back(study, storage, trial_id, retry, lock_name, stop)
+            try:
+                final = _hand_back(study, storage, trial_id, retry, lock_name, stop)
+            except StorageError as error:
+                raise _hand_back_abandoned(error, trial.number, stop, storage) from None
             note = "handed back for a retry" if final.number in _retried(study) else "not retried: retry limit reached"
         else:
             try:
@@ -473,7 +476,9 @@ def _run_one(storage: Any, trial_id: int, trial: optuna.Trial, objective: Any, s
             return _Outcome(TrialState.PRUNED)
         except optuna.TrialPruned:
             return _Outcome(TrialState.PRUNED)
-        except StorageError:
+        except StorageError as error:
+            if stop():  # told to stop during an outage: the trial cannot be handed back
+                raise _hand_back_abandoned(error, trial.number, stop, storage) from None
             raise  # the database is gone for longer than the limit: stop this worker
         except UpdateFinishedTrialError:
             return _Outcome(None)
@@ -488,6 +493,16 @@ def _run_one(storage: Any, trial_id: int, trial: optuna.Trial, objective: Any, s
                 return _Outcome(TrialState.FAIL, fatal=error)
             _logger.debug("trial %s failed", trial.number, exc_info=True)
             return _Outcome(TrialState.FAIL)
+
+
+def _hand_back_abandoned(error: StorageError, number: int, stop: StopRequest, storage: Any) -> WorkerError:
+    """The worker's last line when it was told to stop while the database was away."""
+    name = signal.Signals(stop.signal_number).name if stop.signal_number else "a stop request"
+    retried = (f"once the database is back, the next worker finds it without a heartbeat for "
+               f"{heartbeat_grace(storage):g} s and retries it") if heartbeat_interval(storage) is not None \
+        else "fail it by hand once the database is back (this storage keeps no heartbeats)"
+    return WorkerError(f"{error}; the hand-back of trial {number} after {name} was abandoned: it stays running in "
+                       f"the study, and {retried}")
 
 
 def _hand_back(study: optuna.Study, storage: Any, trial_id: int, retry: RetryTrial, lock_name: str,

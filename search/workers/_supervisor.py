@@ -115,7 +115,7 @@ class WorkerOptions:
         if self.timeout is not None:
             args += ["--timeout", f"{self.timeout:g}"]
         if self.budget is not None:
-            args += ["--budget", f"{self.budget:g}s"]
+            args += ["--budget", f"{self.budget:f}s"]  # :g writes 2.592e+06, which is not a duration
         if self.data_dir:
             args += ["--data", self.data_dir]
         if self.quiet:

@@ -88,6 +88,8 @@ def work_on_study(storage: Any, study_name: str, *, n_trials: int | None = None,
 
     stop = stop or StopRequest()
     progress = progress or Progress("quiet")
+    if hasattr(storage, "give_up_when"):  # told to stop, the worker waits out an outage briefly, not 300 s
+        storage.give_up_when(stop.event)
     study, settings = load_study(storage, study_name)
     dataset = open_dataset(settings, data_dir, val_dir, stored_file_hashes(storage, study_name))
     if settings.data.cv and dataset.plan is not None:

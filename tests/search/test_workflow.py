@@ -141,18 +141,19 @@ def test_a_diverging_trial_is_pruned_with_its_reason_and_the_search_goes_on(tmp_
     assert "fail_reason" not in diverged.user_attrs
 
 
-def test_failing_trials_are_recorded_and_stop_the_worker(tmp_path: Path, image_folder: Path) -> None:
+def test_a_space_whose_trials_would_all_fail_is_refused_by_create(tmp_path: Path, image_folder: Path) -> None:
+    """It used to pass `create` and fail trial after trial (the worker's failure limit and a
+    trial's fatal ConfigError are tested in tests/workers/test_fatal.py and
+    tests/search/test_early_checks.py)."""
     storage = f"sqlite:///{tmp_path / 's.db'}"
     space = tmp_path / "space.yaml"
     space.write_text("backbone: InceptionV3\nimage_size: 32\nweights: none\n")  # InceptionV3 needs >= 75 px
-    assert medsweep("create", "bad", "--data", str(image_folder), "--space", str(space), storage=storage).returncode == 0
-    result = medsweep("worker", "bad", "--n-trials", "10", "--max-failures", "2", storage=storage)
+    result = medsweep("create", "bad", "--data", str(image_folder), "--space", str(space), storage=storage)
     assert result.returncode == 1
-    assert "2 trials in a row failed" in result.stderr and "too small for InceptionV3" in result.stderr
-    assert "Traceback" not in result.stderr.split("error:")[-1]
-    trials = optuna.load_study(study_name="bad", storage=storage).get_trials()
-    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
-    assert "too small for InceptionV3" in trials[0].user_attrs["fail_reason"]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: search space: image_size 32 is too small for InceptionV3 (minimum 75); raise image_size or "
+        "choose another backbone")
+    assert not (tmp_path / "s.db").exists()
 
 
 @pytest.mark.parametrize(
@@ -162,8 +163,8 @@ def test_failing_trials_are_recorded_and_stop_the_worker(tmp_path: Path, image_f
         (["create", "s", "--data", "{tmp}/one"], "only one class"),
         (["create", "s", "--data", "{data}", "--space", "{tmp}/bad.yaml"], "not valid YAML"),
         (["create", "s", "--data", "{data}", "--space", "{tmp}/unknown.yaml"], "unknown backbone 'ResNet1'"),
-        (["status", "nosuch"], "study 'nosuch' does not exist"),
-        (["export", "nosuch"], "study 'nosuch' does not exist"),
+        (["status", "nosuch"], "s.db does not exist"),  # read-only: it does not create the database
+        (["export", "nosuch"], "s.db does not exist"),
         (["worker", "nosuch"], "study 'nosuch' does not exist"),
         (["status", "s", "--storage", "postgresql://ann:hunter2@127.0.0.1:9/db"], "127.0.0.1:9"),
         (["predict", "{tmp}/nomodel.keras", "{tmp}/x.png"], "does not exist"),

@@ -24,7 +24,8 @@ def _sqlite_study(tmp_path: Path) -> tuple[optuna.storages.RDBStorage, optuna.St
 def test_errors_every_trial_would_hit_are_marked_fatal() -> None:
     assert BackboneError("weights file x does not exist").fatal
     assert DataError("image x cannot be decoded").fatal
-    assert not ConfigError("image_size 16 is too small for MobileNet").fatal  # depends on the sampled config
+    # `create` checks every configuration a space can produce: one that still fails, fails every trial.
+    assert ConfigError("image_size 16 is too small for MobileNet").fatal
 
 
 @pytest.mark.parametrize("error", [BackboneError("weights file /w.h5 does not exist; use weights: none"),
@@ -58,6 +59,22 @@ def test_an_error_of_one_trial_fails_that_trial_only(tmp_path: Path) -> None:
     summary = run_trials(storage, study, objective, n_trials=4)
     assert [t.state for t in summary.trials] == [TrialState.COMPLETE, TrialState.FAIL] + [TrialState.COMPLETE] * 2
     assert summary.stop_reason == "the study has its 4 trials"
+
+
+def test_trials_failing_in_a_row_stop_the_loop_with_the_last_reason(tmp_path: Path) -> None:
+    from medsweep.search import WorkerError
+
+    storage, study = _sqlite_study(tmp_path)
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.suggest_float("x", 0, 1)
+        trial.set_user_attr("fail_reason", f"ValueError: NaN loss in trial {trial.number}")
+        raise ValueError("NaN loss")
+
+    expected = r"^2 trials in a row failed \(last, trial 1: ValueError: NaN loss in trial 1\)"
+    with pytest.raises(WorkerError, match=expected):
+        run_trials(storage, study, objective, n_trials=5, max_consecutive_failures=2)
+    assert [t.state for t in study.get_trials(deepcopy=False)] == [TrialState.FAIL] * 2
 
 
 @pytest.mark.slow

@@ -155,6 +155,41 @@ def test_database_down_longer_than_the_limit_stops_workers_clearly(private_postg
     assert all(after[number] == state for number, state in stored.items())
 
 
+def test_sigterm_during_a_database_outage_says_the_hand_back_was_abandoned(private_postgres, image_folder: Path,
+                                                                          tmp_path: Path) -> None:
+    """The last line used to be "retrying for up to 300 s" (the hard stop then cut the worker off):
+    it now says the trial was not handed back and how it will be retried, and it is."""
+    url = private_postgres.new_database()
+    study = create_study(url, image_folder, tmp_path, space=LONG_SPACE)
+    log = tmp_path / "w.log"
+    worker = start_worker(study, "--in-process", "--n-trials", "1", *FAST, storage=url, log=log)
+    try:
+        running = wait_for(lambda: training_trial(url, study), 120, "a trial in the middle of training", poll=0.05)
+        private_postgres.pg_ctl("stop", "-m", "fast")
+        wait_for(lambda: "unreachable" in log.read_text(), 60, "the worker to notice the outage")
+        sent = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        code = worker.wait(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    output = log.read_text()
+    last = output.strip().splitlines()[-1]
+    assert code != 0 and took < 10, output
+    assert "Traceback" not in output and private_postgres.password not in output
+    assert last.startswith("error: database postgresql 127.0.0.1:"), output
+    assert (f"the hand-back of trial {running.number} after SIGTERM was abandoned: it stays running in the study, "
+            "and once the database is back, the next worker finds it without a heartbeat for 6 s and retries it") in last
+    private_postgres.pg_ctl("start")
+    assert next(t for t in trials(url, study) if t.number == running.number).state == TrialState.RUNNING
+    run_worker(open_worker_storage(url, FINISHER), study, n_trials=1)
+    final = trials(url, study)
+    assert not unfinished(final)
+    retries = [t for t in final if t.system_attrs.get("failed_trial") == running.number]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+
+
 def _children(pid: int) -> list[int]:
     found = []
     for task in Path(f"/proc/{pid}/task").iterdir():
