@@ -132,7 +132,7 @@ def _model_details(facts: Mapping[str, Any]) -> list[str]:
              f"{_value(versions.get('medsweep'))}.",
              f"- Type: image classifier (model creation); transfer learning from a keras.applications "
              f"{_value(model.get('backbone', config.get('backbone')))} backbone, global average pooling, a dense "
-             "layer with dropout and a sigmoid (two classes) or softmax output; no ensembling.",
+             "layer with dropout and a sigmoid (two classes) or softmax output; " + _ensembling(model.get("ensemble")) + ".",
              f"- Input: RGB images resized to {_value(model.get('image_size', config.get('image_size')))} px, "
              "0-255, preprocessed inside the model.",
              f"- Classes: {', '.join(model.get('class_names') or []) or NOT_RECORDED}.",
@@ -146,6 +146,15 @@ def _model_details(facts: Mapping[str, Any]) -> list[str]:
             (k, f"{model.get('image_size')} (the backbone's default)" if k == "image_size" and v is None
              and model.get("image_size") is not None else v) for k, v in config.items()])
     return lines
+
+
+def _ensembling(ensemble: Any) -> str:
+    if not isinstance(ensemble, dict) or not ensemble.get("members"):
+        return "no ensembling"
+    auc = (ensemble.get("out_of_fold") or {}).get("auc")
+    return (f"an ensemble of {ensemble['members']} fold models of this configuration (each trained on all but one of "
+            f"{ensemble['members']} folds of the training data, seeds {ensemble.get('seeds')}), their probabilities "
+            "averaged" + (f"; out-of-fold AUC of the members {auc:.3f}" if isinstance(auc, float) else ""))
 
 
 def _intended_use(facts: Mapping[str, Any]) -> list[str]:
@@ -377,7 +386,8 @@ def card_facts(document: Mapping[str, Any], metadata: Mapping[str, Any], *, mode
 
         image_size = TrialConfig.from_dict(config).resolved_image_size  # None means the backbone's default
     class_names = list(metadata.get("class_names") or (metadata.get("fingerprint") or {}).get("class_names") or [])
-    test = dict(document.get("test") or metadata.get("test") or {})
+    # The model's own measurement: an ensemble's lives under the export's `ensemble_test`.
+    test = dict(metadata.get("test") or document.get("test") or {})
     data: dict[str, Any] = {"location": metadata.get("trained_on") or (document.get("data") or {}).get("data_dir"),
                             "fingerprint": metadata.get("fingerprint") or (document.get("data") or {}).get("fingerprint")}
     if dataset is not None:
@@ -399,7 +409,7 @@ def card_facts(document: Mapping[str, Any], metadata: Mapping[str, Any], *, mode
     created = str(test.get("measured_at") or "")[:10] or None
     return {"model": {"file": model_file or test.get("model"), "created": created, "backbone": config.get("backbone"),
                       "image_size": image_size, "weights": config.get("weights"),
-                      "class_names": class_names, "config": config},
+                      "class_names": class_names, "config": config, "ensemble": metadata.get("ensemble")},
             "data": data, "search": search_section, "cv": cv, "test": test,
             "threshold": document.get("threshold") or metadata.get("threshold") or {},
             "calibration": dict(calibration or {}), "explanation": dict(explanation or {}),

@@ -24,6 +24,7 @@ RELIABILITY = "reliability"
 CV_VALIDATION_SHARE = "validation_share"
 WARNING = "warning"  # one line when a trial's score measures nothing (e.g. constant outputs)
 STAGE = "stage"  # a budgeted search's stage: frozen | partial | full
+STAGES = ("frozen", "partial", "full")  # cheapest first
 PROMOTED_FROM = "promoted_from"  # the number of the trial whose config a promoted trial trains deeper
 STOPPED_BY = "stopped_by"  # why a pruned trial stopped when no pruner did it (the wall budget, divergence)
 
@@ -160,6 +161,25 @@ def epochs_trained(trial: FrozenTrial) -> int:
 def epochs_planned(trial: FrozenTrial) -> int | None:
     epochs = config_of(trial).get("epochs", trial.params.get("epochs"))
     return int(epochs) if isinstance(epochs, (int, float)) else None
+
+
+def stage_of_fraction(fraction: Any) -> str | None:
+    """The stage a fine_tune_fraction belongs to: frozen (0), full (1) or partial (between)."""
+    if not isinstance(fraction, (int, float)) or isinstance(fraction, bool):
+        return None
+    if fraction <= 0:
+        return "frozen"
+    return "full" if fraction >= 1.0 else "partial"
+
+
+def stage_of(trial: FrozenTrial) -> str | None:
+    """A trial's stage: the one a budgeted plan wrote, else the one its depth implies (retries and
+    unbudgeted studies keep only parameters); None when the trial names no depth yet."""
+    stage = trial.user_attrs.get(STAGE)
+    if stage in STAGES:
+        return stage
+    fraction = trial.params.get("fine_tune_fraction", config_of(trial).get("fine_tune_fraction"))
+    return stage_of_fraction(fraction)
 
 
 def backbone_of(trial: FrozenTrial) -> str:

@@ -349,12 +349,14 @@ def create(study: str, data: Any, space_file: str | None, metric: str, pruner: s
 @click.option("--db-down-limit", default=300.0, show_default=True, type=float, callback=_seconds,
               help="Seconds the database may stay unreachable before the workers stop.")
 @click.option("--quiet", is_flag=True, help="No progress display, only warnings and the final line.")
+@click.option("--seed", type=int, help="Seed of the TPE sampler, for a search that can be repeated (one worker; "
+                                       "parallel workers share it and still draw differently).")
 @click.option("--in-process", is_flag=True, hidden=True, help="Run one worker in this process (used by the supervisor).")
 @storage_option
 def worker(study: str, n_trials: int | None, timeout: float | None, budget: str | None, max_failures: int,
            data_dir: str | None,
            gpus: str | None, workers: int | None, max_retries: int, heartbeat_interval: int, grace_period: int,
-           db_down_limit: float, quiet: bool, in_process: bool, storage: str) -> None:
+           db_down_limit: float, quiet: bool, seed: int | None, in_process: bool, storage: str) -> None:
     """Run trials of a study: one process per GPU (or --workers N on CPU), all sharing the
     study's --n-trials and --budget; start more on other machines against the same database."""
     from .workers._budget import parse_duration
@@ -362,7 +364,7 @@ def worker(study: str, n_trials: int | None, timeout: float | None, budget: str 
 
     options = WorkerOptions(n_trials, timeout, max_failures, data_dir, max_retries, heartbeat_interval,
                             grace_period, db_down_limit, quiet,
-                            budget=parse_duration(budget) if budget is not None else None)
+                            budget=parse_duration(budget) if budget is not None else None, seed=seed)
     code = worker_command(storage, study, options, gpus=gpus, workers=workers, in_process=in_process,
                           echo=click.echo)
     sys.exit(code)
@@ -416,11 +418,14 @@ def export(study: str, output: str, prefer: str, force: bool, storage: str) -> N
 @click.option("--bootstrap", default=1000, show_default=True, type=click.IntRange(min=0), help="With --final: bootstrap resamples for the test metrics' 95% intervals.")
 @click.option("--calibrate", is_flag=True, help="With --final: hold out the study's validation images, fit temperature "
                                                 "scaling on them and show Brier/ECE before and after.")
+@click.option("--ensemble", default=0, type=click.IntRange(min=0), metavar="K",
+              help="With --final: train K fold models (the study's own folds when it cross-validated with K) "
+                   "and save their averaged probabilities as one model, measured once on the locked test set.")
 @click.option("-o", "--output", default="model.keras", show_default=True, type=click.Path())
 @force_option
 @click.option("--verbose", is_flag=True, help="Show Keras progress per epoch.")
 def train(config_file: str, data_dir: str | None, val_dir: str | None, final: bool, remeasure: bool, bootstrap: int,
-          calibrate: bool, output: str, force: bool, verbose: bool) -> None:
+          calibrate: bool, ensemble: int, output: str, force: bool, verbose: bool) -> None:
     """Retrain an exported config (from `medsweep export`) and save the model; no study needed.
     With --final, also writes MODEL.card.md (the model card) beside the model."""
     from ._overwrite import MODEL, MODEL_CARD, inputs, study_database
@@ -432,18 +437,22 @@ def train(config_file: str, data_dir: str | None, val_dir: str | None, final: bo
         raise click.UsageError("pass --data FOLDER, or --final to train on the study's own data")
     if calibrate and not final:
         raise click.UsageError("--calibrate needs --final")
+    if ensemble and not final:
+        raise click.UsageError("--ensemble needs --final")
     outputs = [(path, MODEL)] + ([(model_card_path(path), MODEL_CARD)] if final else [])
     replacing = _check_outputs(outputs, "-o", force,
                                study_database(None) + inputs([config_file], "the config this command reads"))
     done = retrain(config_file, output, data_dir=data_dir, val_dir=None if final else val_dir, final=final,
-                   remeasure=remeasure, bootstrap=bootstrap, verbose=2 if verbose else 0, calibrate=calibrate)
+                   remeasure=remeasure, bootstrap=bootstrap, verbose=2 if verbose else 0, calibrate=calibrate,
+                   ensemble=ensemble)
     _say(replacing)
     for note in done.notes:
         click.echo(f"note: {note}")
     if done.test is not None:
         from .results._format import format_calibration, format_metrics
 
-        click.echo(f"saved {done.path} (trained on {done.trained_images} images); locked test set, "
+        what = f"an ensemble of {ensemble} fold models of " if ensemble else ""
+        click.echo(f"saved {done.path} ({what}trained on {done.trained_images} images); locked test set, "
                    f"{done.test['images']} images, measured once:")
         click.echo(format_metrics(done.test["metrics"], done.test["ci95"]))
         if done.calibration is not None:

@@ -55,6 +55,30 @@ def _backbone_of(model: Any) -> tuple[int, Any]:
     raise ExplainError(f"model {model.name!r} has no nested backbone; Grad-CAM needs a model built by medsweep")
 
 
+def _ensemble_members(model: Any) -> list[Any]:
+    """The member models of an ensemble (`model.average_models`), or [] for a single model."""
+    keras = import_keras()
+    if not any(layer.name == "average" for layer in model.layers):
+        return []
+    return [layer for layer in model.layers if isinstance(layer, keras.Model)]
+
+
+def _ensemble_grad_cam(model: Any, members: list[Any], images: np.ndarray, class_index: int | Sequence[int] | None,
+                       layer: str | None) -> list[Explanation]:
+    """An ensemble's Grad-CAM: each member's heatmap for the class the ensemble explains, averaged
+    (members weigh alike in the prediction, so they do here), with the ensemble's probabilities."""
+    probabilities = class_probabilities(np.asarray(model(np.asarray(images, dtype=np.float32), training=False)))
+    chosen = probabilities.argmax(axis=1) if class_index is None else class_index
+    per_member = [grad_cam(member, images, chosen, layer) for member in members]
+    explanations = []
+    for row, parts in zip(probabilities, zip(*per_member)):
+        heatmap = np.mean([part.heatmap for part in parts], axis=0)
+        top = float(heatmap.max())
+        explanations.append(Explanation((heatmap / top if top > 0 else heatmap).astype(np.float32), parts[0].class_index,
+                                        row.astype(np.float64), parts[0].layer))
+    return explanations
+
+
 def default_target_layer(backbone: Any, min_side: int = MIN_MAP_SIDE) -> str:
     """The deepest layer of the backbone whose feature map is at least `min_side` on each side
     (its last layer when none is, e.g. a tiny input)."""
@@ -91,6 +115,9 @@ def grad_cam(model: Any, images: np.ndarray, class_index: int | Sequence[int] | 
     import_keras()
     import tensorflow as tf
 
+    members = _ensemble_members(model)
+    if members:
+        return _ensemble_grad_cam(model, members, images, class_index, layer)
     backbone_index, backbone = _backbone_of(model)
     before, after, output_layer = _split_head(model, backbone_index)
     target = layer or default_target_layer(backbone)

@@ -12,7 +12,7 @@ from ._formats import (GROUP_TAGS, HIDDEN, NOT_AN_IMAGE, Decoding, Unread, decod
                        decode_images, dicom_group_ids, list_images, model_decoding, summarize_unread)
 from ._grey_levels import IntensityReport
 from ._manifest import read_manifest
-from ._splits import GroupReport, SplitPlan, assign_groups, plan_splits
+from ._splits import GroupReport, SplitPlan, assign_groups, grouped_folds, plan_splits
 
 __all__ = [
     "ArrayCache",
@@ -39,6 +39,7 @@ __all__ = [
     "dicom_group_ids",
     "file_digests",
     "file_sha256",
+    "grouped_folds",
     "fingerprint_files",
     "list_images",
     "model_decoding",

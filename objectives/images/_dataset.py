@@ -23,7 +23,7 @@ from ._formats import (GROUP_TAGS, OUTSIDE, Decoding, Unread, decode_image, deco
                        dicom_group_ids, list_images, parse_window, refuse_unreadable, summarize_unread, unread_counts)
 from ._grey_levels import IntensityReport
 from ._manifest import read_manifest
-from ._splits import assign_groups, plan_splits
+from ._splits import assign_groups, grouped_folds, plan_splits
 
 _CHECK_SIZE = 64  # decoding size of `create`'s check: enough pixels to count grey levels
 
@@ -387,6 +387,19 @@ class ImageDataset:
     @property
     def fold_count(self) -> int:
         return len(self.plan.folds)
+
+    def member_folds(self, image_size: int, k: int, seed: int = 0) -> list[TrialData]:
+        """K folds of the images a final model trains on (`all_arrays`), for a fold ensemble (as
+        nnU-Net's five fold models): the study's own cross-validation folds when it has K of
+        them, else K grouped, stratified folds, so identical images stay in one fold."""
+        if self.plan.folds and len(self.plan.folds) == k and self.plan.repeats == 1:
+            return list(self.folds(image_size))
+        development = self.plan.development
+        labels = self.labels[development]
+        folds = grouped_folds(labels, self.plan.groups.ids[development], k, seed, self.class_names)
+        images = self._take(self._images(image_size), development)
+        return [TrialData(self.class_names, self._take(images, train), labels[train], self._take(images, val),
+                          labels[val]) for train, val in folds]
 
     def test_arrays(self, image_size: int) -> tuple[np.ndarray, np.ndarray]:
         """The locked test images (empty when the study has no test split)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -133,6 +133,8 @@ def _check_groups_per_class(labels: np.ndarray, groups: np.ndarray, needed: int,
 def _fix_for(what: str) -> str:
     if what.startswith("--cv"):
         return "lower --cv"
+    if what.endswith(" folds"):
+        return "ask for fewer ensemble members (--ensemble)"
     if what.startswith("the test"):
         return "lower --test-fraction"
     return "pass a separate --val-dir"
@@ -211,6 +213,16 @@ def plan_splits(labels: Sequence[int], groups: GroupReport, class_names: Sequenc
         keep, held = _grouped_holdout(dev_labels, dev_groups, validation_fraction, seed, singletons)
         validation = (development[keep], development[held])
     return SplitPlan(groups, development, test, validation, tuple(folds), repeats if cv else 1)
+
+
+def grouped_folds(labels: Sequence[int], group_ids: Sequence[Any], k: int, seed: int = 0,
+                  class_names: Sequence[str] = ()) -> list[tuple[np.ndarray, np.ndarray]]:
+    """K stratified folds (train, validation index arrays) that keep each group in one fold."""
+    label_array, ids = np.asarray(labels, dtype=np.int64), np.asarray(group_ids)
+    names = list(class_names) or [str(c) for c in sorted(set(label_array.tolist()))]
+    _check_groups_per_class(label_array, ids, k, f"{k} folds", names)
+    singletons = len(np.unique(ids)) == len(ids)
+    return [(np.sort(train), np.sort(val)) for train, val in _cv_indices(label_array, ids, k, 1, seed, singletons)]
 
 
 def _cv_indices(labels: np.ndarray, groups: np.ndarray, k: int, repeats: int, seed: int,

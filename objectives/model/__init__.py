@@ -5,7 +5,7 @@ not import Keras; building or loading a model does, and so does asking for a lay
 
 from typing import Any
 
-from ._builder import (HEAD_LAYERS, BackboneCut, backbone_cut, backbone_input, build_backbone, build_head,
+from ._builder import (HEAD_LAYERS, BackboneCut, average_models, backbone_cut, backbone_input, build_backbone, build_head,
                        build_model, build_top_model, compile_model, count_draws, full_model_like, head_weights,
                        initial_head_weights, pooled_trunk, set_head_weights, set_trainable_layers, set_trial_state,
                        with_temperature)
@@ -23,6 +23,7 @@ __all__ = [
     "LIVE",
     "POOLED",
     "TrialPlan",
+    "average_models",
     "backbone_cut",
     "backbone_input",
     "build_backbone",

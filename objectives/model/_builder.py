@@ -315,3 +315,19 @@ def with_temperature(model: Any, temperature: float) -> Any:
     # float32 like the output layer, so log(1 - 1e-7) does not round to 0 under mixed_float16
     outputs = TemperatureScaling(float(temperature), name="temperature", dtype="float32")(model.outputs[0])
     return keras.Model(model.inputs, outputs, name=model.name)
+
+
+def average_models(members: list[Any], name: str = "medsweep_ensemble") -> Any:
+    """One model (images in, class probabilities out) that averages `members`' probabilities:
+    a fold ensemble saved, loaded and used for prediction like a single model."""
+    if len(members) < 2:
+        raise ConfigError(f"an ensemble needs at least 2 members, got {len(members)}")
+    keras = import_keras()
+    shape = tuple(members[0].input_shape[1:])
+    inputs = keras.Input(shape=shape, name="image")
+    outputs = []
+    for number, member in enumerate(members, start=1):
+        member.name = f"member_{number}"  # nested models need distinct names
+        outputs.append(member(inputs))
+    # float32, like every member's output layer, whatever the precision policy
+    return keras.Model(inputs, keras.layers.Average(name="average", dtype="float32")(outputs), name=name)

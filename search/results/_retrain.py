@@ -48,9 +48,14 @@ FinalModel = RetrainedModel
 
 def retrain(export_path: str | Path, output: str | Path, *, data_dir: str | None = None,
             val_dir: str | None = None, final: bool = False, remeasure: bool = False,
-            bootstrap: int = 1000, verbose: int = 0, calibrate: bool = False) -> RetrainedModel:
+            bootstrap: int = 1000, verbose: int = 0, calibrate: bool = False, ensemble: int = 0) -> RetrainedModel:
     """Read the export, open and check the data, train, (with `final`) measure the locked test
-    set once, save the model with its metadata; the steps both kinds of retraining share."""
+    set once, save the model with its metadata; the steps both kinds of retraining share.
+
+    `ensemble` K >= 2 (with `final`) trains K fold models instead of one (each on all but one of
+    K folds of the final model's images: the study's own folds when it cross-validated with K)
+    and saves their average, measured once on the locked test set under its own record
+    (`ensemble_test` in the export), so the single model's measurement stays as it was."""
     from medsweep.objectives import train_trial
     from medsweep.objectives.evaluation import SEEN_IMAGES_KEY
     from medsweep.objectives.images import TrialData
@@ -59,9 +64,17 @@ def retrain(export_path: str | Path, output: str | Path, *, data_dir: str | None
     if calibrate and not final:
         raise MedsweepError("--calibrate needs --final: temperature scaling is fitted on the study's validation "
                             "images and checked on its locked test set")
+    if ensemble and not final:
+        raise MedsweepError("--ensemble needs --final: the ensemble is measured once on the study's locked test set")
+    if ensemble and (ensemble < 2 or ensemble > MAX_ENSEMBLE):
+        raise MedsweepError(f"--ensemble {ensemble} must be between 2 and {MAX_ENSEMBLE} members")
+    if ensemble and calibrate:
+        raise MedsweepError("--ensemble and --calibrate cannot be combined: temperature scaling is fitted on one "
+                            "model's held-out validation images; calibrate a single final model")
     config, document = read_export(export_path)
+    test_key = "ensemble_test" if ensemble else "test"
     if final:
-        spec = _study_spec(export_path, document, data_dir, remeasure)
+        spec = _study_spec(export_path, document, data_dir, remeasure, test_key)
     elif not data_dir:
         raise MedsweepError("pass --data FOLDER, or --final to train on the study's own data")
     else:
@@ -79,9 +92,15 @@ def retrain(export_path: str | Path, output: str | Path, *, data_dir: str | None
         # Every image the search could use; `all_arrays` never includes a locked test split.
         images, labels = dataset.all_arrays(size)
         data = TrialData(dataset.class_names, images, labels, images[:0], labels[:0])
-    result = train_trial(config, data, keep_model=True, verbose=verbose)
-    model = result.model
-    trained_images = int(len(data.y_train))
+    members = None
+    if ensemble:
+        result, members = _train_members(config, dataset, size, ensemble, verbose)
+        model = result.model
+        trained_images = int(len(dataset.plan.development))
+    else:
+        result = train_trial(config, data, keep_model=True, verbose=verbose)
+        model = result.model
+        trained_images = int(len(data.y_train))
     threshold_section = (document.get("threshold") or None) if final else None
     warnings = _output_warnings(result, model, data, dataset.class_names, final)
     calibration = None
@@ -99,10 +118,12 @@ def retrain(export_path: str | Path, output: str | Path, *, data_dir: str | None
         metadata["warnings"] = warnings
     if final:
         metadata.update(threshold=threshold_section, test=test, calibration=calibration)
+    if members is not None:
+        metadata["ensemble"] = members
     path = save_model(model, output, metadata)
     card_path = None
     if final:
-        document["test"] = test
+        document[test_key] = test
         if calibration is not None:
             document["calibration"] = calibration
             document["threshold"] = threshold_section
@@ -110,6 +131,42 @@ def retrain(export_path: str | Path, output: str | Path, *, data_dir: str | None
         card_path = write_model_card(path, document, metadata, dataset, calibration)
     return RetrainedModel(path, result.metrics, result.history, notes, trained_images, test,
                           Path(export_path) if final else None, calibration, card_path, warnings)
+
+
+MAX_ENSEMBLE = 10
+
+
+def _train_members(config: TrialConfig, dataset: ImageDataset, size: int, k: int,
+                   verbose: int) -> tuple[Any, dict[str, Any]]:
+    """K fold models of `config` and their average: (a result holding the ensemble model and the
+    members' pooled out-of-fold outputs, the metadata's `ensemble` section). Each image is
+    predicted once by the member that did not train on it, so the out-of-fold metrics estimate
+    the members without touching the locked test set."""
+    import numpy as np
+
+    from medsweep.objectives import TrialResult, train_trial
+    from medsweep.objectives.metrics import classification_metrics
+    from medsweep.objectives.model import average_models
+
+    try:
+        folds = dataset.member_folds(size, k, seed=config.seed)
+    except ObjectiveError as error:
+        raise MedsweepError(f"--ensemble {k}: {error}") from None
+    models, labels, outputs, fold_metrics = [], [], [], []
+    for number, fold in enumerate(folds, start=1):
+        member = train_trial(config.replace(seed=config.seed + number - 1), fold, keep_model=True, verbose=verbose)
+        models.append(member.model)
+        if member.outputs is not None:
+            labels.append(np.asarray(fold.y_val))
+            outputs.append(np.asarray(member.outputs))
+            fold_metrics.append(member.metrics)
+    model = average_models(models)
+    y, p = np.concatenate(labels), np.concatenate(outputs)
+    out_of_fold = classification_metrics(y, p, list(dataset.class_names))
+    section = {"members": k, "kind": "fold models (each trained on all but one of K folds), probabilities averaged",
+               "seeds": [config.seed + i for i in range(k)], "out_of_fold": out_of_fold,
+               "fold_sizes": [int(len(f.y_train)) for f in folds]}
+    return TrialResult(config, {}, out_of_fold, model, outputs=p), section
 
 
 def _output_warnings(result: Any, model: Any, data: Any, class_names: Any, final: bool) -> list[str]:
@@ -231,23 +288,26 @@ def train_from_export(export_path: str | Path, data_dir: str, output: str | Path
 
 def train_final(export_path: str | Path, output: str | Path, *, data_dir: str | None = None,
                 remeasure: bool = False, bootstrap: int = 1000, verbose: int = 0,
-                calibrate: bool = False) -> RetrainedModel:
-    """Retrain on every image the search could use, then measure the locked test set once."""
+                calibrate: bool = False, ensemble: int = 0) -> RetrainedModel:
+    """Retrain on every image the search could use (one model, or an `ensemble` of fold models),
+    then measure the locked test set once."""
     return retrain(export_path, output, data_dir=data_dir, final=True, remeasure=remeasure,
-                   bootstrap=bootstrap, verbose=verbose, calibrate=calibrate)
+                   bootstrap=bootstrap, verbose=verbose, calibrate=calibrate, ensemble=ensemble)
 
 
 def _study_spec(export_path: str | Path, document: dict[str, Any], data_dir: str | None,
-                remeasure: bool) -> DataSpec:
+                remeasure: bool, test_key: str = "test") -> DataSpec:
     """The study's own DataSpec from the export (its data moved to `data_dir` if given)."""
     if "data" not in document:
         raise MedsweepError(f"{export_path} is not a study export (no data section); --final needs the file "
                             "`medsweep export` wrote")
-    previous = document.get("test") or {}
+    previous = document.get(test_key) or {}
     if previous.get("measured") and not remeasure:
+        which = "by an ensemble of this config" if test_key == "ensemble_test" else ""
         raise MedsweepError(
-            f"the test set of {export_path} was already measured at {previous.get('measured_at')}; a second "
-            "measurement after acting on the first is optimistic; pass --remeasure to overwrite it anyway"
+            f"the test set of {export_path} was already measured {which + ' ' if which else ''}at "
+            f"{previous.get('measured_at')}; a second measurement after acting on the first is optimistic; pass "
+            "--remeasure to overwrite it anyway"
         )
     try:
         spec = DataSpec.from_dict(document["data"])

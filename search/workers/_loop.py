@@ -26,8 +26,8 @@ from medsweep.storage import StorageError, heartbeat, heartbeat_grace, heartbeat
 from ._budget import (BUDGET_STOP_REASON, BudgetSpent, RetryTrial, counts_towards_budget,
                       retried_numbers)
 from .._errors import WorkerError
-from .._record import (FAIL_REASON, FIXED_PARAMS, RETRY_MARK, STOPPED_BY, WORKER, describe_exception, fail_reason_of,
-                      retried_from, worker_of)
+from .._record import (FAIL_REASON, FIXED_PARAMS, RETRY_MARK, STAGE, STOPPED_BY, WORKER, describe_exception, fail_reason_of,
+                      retried_from, stage_of_fraction, worker_of)
 from ._progress import Progress, StudyProgress, study_progress
 
 _logger = logging.getLogger("medsweep.worker")
@@ -414,8 +414,6 @@ def _skip_unaffordable(study: optuna.Study, plan: Any, trial: optuna.Trial, n_tr
 
 def _record_stage(storage: Any, trial_id: int, planned: str) -> None:
     """Name the trial's stage: a promotion carries it, a retry's depth implies it, else the plan's."""
-    from ._plan import STAGE, stage_of_fraction
-
     frozen = storage.get_trial(trial_id)
     if STAGE in frozen.user_attrs:
         return

@@ -1,8 +1,8 @@
 """The staged plan of a budgeted search: spend the study's wall budget from cheap trials to
 expensive ones.
 
-Stage "frozen" (the first 15% of the budget) trains heads on cached features; stage "partial"
-(to 50%) trains the top of the backbone after a frozen warm-up of the head; stage "full" (the
+Stage "frozen" (the first 10% of the budget) trains heads on cached features; stage "partial"
+(to 40%) trains the top of the backbone after a frozen warm-up of the head; stage "full" (the
 rest) trains every layer. Entering a stage promotes the best third of the previous stage's
 completed configurations (successive halving), queued with `enqueue_trial`; after them, Optuna's
 TPE samples the free parameters with the stage's depth fixed. Every decision is a pure function
@@ -24,38 +24,28 @@ from optuna.trial import FrozenTrial, TrialState
 from ..study._space import FINE_TUNING_ONLY, Categorical, Fixed, Range, SearchSpace
 from ._budget import WallBudget
 
-STAGES = ("frozen", "partial", "full")
-# Where each stage's share of the wall budget ends (15% / 35% / 50%).
-STAGE_ENDS = {"frozen": 0.15, "partial": 0.50, "full": 1.0}
+# Where each stage's share of the wall budget ends (10% / 30% / 60%): the full stage, where the
+# best trials were, gets the most, so that even 5-fold cross-validated full fine-tunes (8 to 13
+# minutes each on two CPU cores) complete more than one in a 30-minute budget.
+STAGE_ENDS = {"frozen": 0.10, "partial": 0.40, "full": 1.0}
 PARTIAL_FRACTION = 0.3  # share of backbone layers, from the top, a "partial" trial trains
 STAGE_FRACTION = {"frozen": 0.0, "partial": PARTIAL_FRACTION, "full": 1.0}
+# Before a stage's first trial finishes, its seconds per epoch and fold are the cheaper stage's
+# times this: measured on this 2-core CPU, MobileNet alpha 0.25 at 224 px (partial: the top 30% on
+# the cut-point cache, against a frozen head on cached features; full: every layer live, against a
+# partial one); see docs/search-strategy.md. Replaced by measurement as soon as one trial of the
+# stage finishes (pruned ones count).
+FIRST_COST_RATIO = {"frozen": 1.0, "partial": 40.0, "full": 6.0}  # full: 3x at batch 4, 8x at batch 32
 KEEP_SHARE = 1 / 3  # successive halving: the best third of a stage earns the next one
 MAX_PROMOTED = {"partial": 6, "full": 3}  # bounds the queue when the cheap stage ran many trials
 
-from .._record import PROMOTED_FROM, STAGE, config_of  # noqa: E402  (trial user attributes the plan writes)
+from .._record import (PROMOTED_FROM, STAGE, STAGES, config_of, epochs_trained, fold_scores, stage_of,  # noqa: E402,F401
+                      stage_of_fraction)
 
 # Study user attribute holding the transferability ranking of the candidate backbones.
 TRANSFERABILITY = "transferability"
 RANKED_KEYS = ("backbone", "weights", "image_size")
 MAX_RANKED_CANDIDATES = 24
-
-
-def stage_of_fraction(fraction: Any) -> str | None:
-    """The stage a fine_tune_fraction belongs to."""
-    if not isinstance(fraction, (int, float)):
-        return None
-    if fraction <= 0:
-        return "frozen"
-    return "full" if fraction >= 1.0 else "partial"
-
-
-def stage_of(trial: FrozenTrial) -> str | None:
-    """A trial's stage: the one the plan wrote, else the one its depth implies (retries keep only params)."""
-    stage = trial.user_attrs.get(STAGE)
-    if stage in STAGES:
-        return stage
-    fraction = trial.params.get("fine_tune_fraction", config_of(trial).get("fine_tune_fraction"))
-    return stage_of_fraction(fraction)
 
 
 def _allows(parameter: Any, value: Any) -> bool:
@@ -64,6 +54,26 @@ def _allows(parameter: Any, value: Any) -> bool:
     if isinstance(parameter, Range):
         return parameter.low <= value <= parameter.high
     return False
+
+
+def _unit_seconds(trial: FrozenTrial) -> float | None:
+    """A finished trial's seconds per trained epoch and fold."""
+    seconds = _seconds(trial)
+    epochs = epochs_trained(trial)
+    if seconds is None or epochs <= 0:
+        return None
+    return seconds / (epochs * max(1, len(fold_scores(trial) or ())))
+
+
+def _study_folds(trials: Sequence[FrozenTrial]) -> int:
+    """Folds per trial: the most any trial recorded (1 without cross-validation)."""
+    return max((len(fold_scores(t) or ()) for t in trials), default=0) or 1
+
+
+def _typical_epochs(trials: Sequence[FrozenTrial]) -> int | None:
+    """The median epoch count the study's trials were given (the next trial's is unknown until sampled)."""
+    epochs = [e for t in trials if isinstance(e := config_of(t).get("epochs"), int)]
+    return int(statistics.median(epochs)) if epochs else None
 
 
 def _seconds(trial: FrozenTrial) -> float | None:
@@ -113,8 +123,10 @@ class StagePlan:
         return self.stages[-1]
 
     def expected_seconds(self, stage: str | None, trials: Sequence[FrozenTrial]) -> float | None:
-        """Median duration of the stage's completed trials (but the first, once there are more); for a
-        stage not yet tried, the dearest cheaper stage's median (a lower bound), or None."""
+        """What the next trial of `stage` should cost: the median duration of the stage's completed
+        trials (but the first, once there are more); for a stage none of which completed yet, its
+        seconds per epoch and fold (`unit_seconds`) times the typical epochs and the folds, else the
+        dearest cheaper stage's median (a lower bound); None when nothing is known."""
         def median(of: str | None) -> float | None:
             done = sorted((t for t in trials if t.state == TrialState.COMPLETE and (of is None or stage_of(t) == of)
                            and _seconds(t) is not None), key=lambda t: t.number)
@@ -123,13 +135,44 @@ class StagePlan:
             durations = [_seconds(t) for t in (done[1:] if len(done) > 1 else done)]
             return statistics.median(durations) if durations else None
 
-        if stage is None:
-            return median(None)
         own = median(stage)
-        if own is not None:
+        if own is not None or stage is None:
             return own
+        scaled = self.trial_seconds(stage, _typical_epochs(trials), trials)
+        if scaled is not None:
+            return scaled
+        # No epochs recorded to scale by: the dearest cheaper stage's median, a lower bound.
         cheaper = [m for s in STAGES[:STAGES.index(stage)] if (m := median(s)) is not None]
         return max(cheaper) if cheaper else None
+
+    def unit_seconds(self, stage: str, trials: Sequence[FrozenTrial]) -> float | None:
+        """Seconds a trial of `stage` spends per epoch and fold: measured on the stage's finished
+        trials (complete or pruned: a pruned trial's epochs cost as much), else the dearest cheaper
+        stage's, scaled by FIRST_COST_RATIO; None before any trial finished."""
+        def measured(of: str) -> float | None:
+            done = sorted((t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+                           and stage_of(t) == of), key=lambda t: t.number)
+            units = [u for t in (done[1:] if len(done) > 1 else done) if (u := _unit_seconds(t)) is not None]
+            return statistics.median(units) if units else None
+
+        own = measured(stage)
+        if own is not None:
+            return own
+        position = STAGES.index(stage)
+        for cheaper in reversed(STAGES[:position]):
+            unit = measured(cheaper)
+            if unit is not None:
+                for step in STAGES[STAGES.index(cheaper) + 1:position + 1]:
+                    unit *= FIRST_COST_RATIO[step]
+                return unit
+        return None
+
+    def trial_seconds(self, stage: str, epochs: int | None, trials: Sequence[FrozenTrial]) -> float | None:
+        """What a trial of `stage` with `epochs` epochs should cost, at the study's folds."""
+        unit = self.unit_seconds(stage, trials)
+        if unit is None or not epochs:
+            return None
+        return unit * epochs * _study_folds(trials)
 
     def decide(self, trials: Sequence[FrozenTrial], now: float | None = None) -> Decision:
         """The next trial's stage and fixed parameters, the promotions to queue, or a stop reason."""
@@ -157,15 +200,20 @@ class StagePlan:
 
     def cannot_finish(self, trial: Any, trials: Sequence[FrozenTrial], now: float | None = None) -> str | None:
         """Why a queued promotion, just taken by `ask`, should not start (None: start it): it can
-        no longer finish in the budget left and would only be cut at the deadline. Retries of
-        interrupted trials always run: they keep the trial budget exact."""
+        no longer finish in the budget left and would only be cut at the deadline. Its cost is its
+        own epochs at its stage's seconds per epoch and fold, so a long promotion is judged by its
+        length, not by the stage's typical trial. Retries of interrupted trials always run: they
+        keep the trial budget exact."""
         if not self.staged or PROMOTED_FROM not in trial.user_attrs:
             return None
         left = self.budget.left(time.time() if now is None else now)
         stage = trial.user_attrs.get(STAGE)
-        expected = self.expected_seconds(stage, trials)
         if left <= 0:
             return "not started: the study's wall budget was spent"
+        epochs = trial.params.get("epochs")
+        expected = self.trial_seconds(stage, epochs, trials) if isinstance(epochs, int) else None
+        if expected is None:
+            expected = self.expected_seconds(stage, trials)
         if expected is not None and expected > left:
             return f"not started: {left:.0f} s of the budget left, under the {expected:.0f} s a {stage} trial takes"
         return None

@@ -103,6 +103,7 @@ class WorkerOptions:
     db_down_limit: float = 300.0
     quiet: bool = False
     budget: float | None = None  # the study's wall budget in seconds (the first worker starts it)
+    seed: int | None = None  # the TPE sampler's seed in every worker process (None: drawn afresh)
 
     def child_arguments(self) -> list[str]:
         """The same options for a child `medsweep worker` process (never the storage URL:
@@ -120,6 +121,8 @@ class WorkerOptions:
             args += ["--data", self.data_dir]
         if self.quiet:
             args.append("--quiet")
+        if self.seed is not None:
+            args += ["--seed", str(self.seed)]
         return args
 
 
@@ -169,7 +172,8 @@ def run_in_process(storage_url: str, study: str, options: WorkerOptions, label: 
         storage = open_worker_storage(storage_url, options)
         summary = work_on_study(storage, study, n_trials=options.n_trials, timeout=options.timeout,
                                 max_consecutive_failures=options.max_failures, max_retries=options.max_retries,
-                                data_dir=options.data_dir, stop=stop, progress=progress, budget=options.budget)
+                                data_dir=options.data_dir, stop=stop, progress=progress, budget=options.budget,
+                                sampler_seed=options.seed)
     finally:
         progress.close()
         stop.restore()

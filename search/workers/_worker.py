@@ -76,7 +76,7 @@ def work_on_study(storage: Any, study_name: str, *, n_trials: int | None = None,
                   max_consecutive_failures: int = 3, max_retries: int = 2, data_dir: str | None = None,
                   val_dir: str | None = None, stop: Any = None, progress: Any = None,
                   on_trial: Callable[[FrozenTrial], None] | None = None, budget: float | None = None,
-                  leave_at_deadline: bool = True) -> Any:
+                  leave_at_deadline: bool = True, sampler_seed: int | None = None) -> Any:
     """The one worker pipeline behind `run_worker` and every `medsweep worker` process: load the
     study, open and check its data, start or join its wall budget and stage plan, and run the
     trial loop (`_loop.run_trials`: budget lock, heartbeats, retries, SIGTERM, fatal errors,
@@ -90,7 +90,7 @@ def work_on_study(storage: Any, study_name: str, *, n_trials: int | None = None,
     progress = progress or Progress("quiet")
     if hasattr(storage, "give_up_when"):  # told to stop, the worker waits out an outage briefly, not 300 s
         storage.give_up_when(stop.event)
-    study, settings = load_study(storage, study_name)
+    study, settings = load_study(storage, study_name, sampler_seed=sampler_seed)
     dataset = open_dataset(settings, data_dir, val_dir, stored_file_hashes(storage, study_name))
     if settings.data.cv and dataset.plan is not None:
         progress.folds = len(dataset.plan.folds)

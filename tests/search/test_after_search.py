@@ -236,3 +236,42 @@ def _check_in_chromium(html_path: Path) -> None:
             assert sizes and all(size >= 32 for size in sizes), sizes
         finally:
             browser.close()
+
+
+@pytest.mark.slow
+def test_final_ensemble_of_fold_models_is_one_model_measured_once(searched: dict, tmp_path: Path) -> None:
+    import numpy as np
+
+    from medsweep.objectives.evaluation import predict_probabilities
+    from medsweep.objectives.images import DataSpec, ImageDataset
+    from medsweep.objectives.model import load_model, read_model_metadata
+
+    url = searched["url"]
+    export = tmp_path / "best.yaml"
+    _invoke("export", "s", "--storage", url, "-o", str(export))
+    single = _invoke("train", str(export), "--final", "--bootstrap", "0", "-o", str(tmp_path / "single.keras"))
+    assert "locked test set, 8 images, measured once" in single
+    out = _invoke("train", str(export), "--final", "--ensemble", "3", "--bootstrap", "0", "-o", str(tmp_path / "ens.keras"))
+    assert "an ensemble of 3 fold models of this config" in out or "an ensemble of 3 fold models" in out, out
+    metadata = read_model_metadata(tmp_path / "ens.keras")
+    assert metadata["ensemble"]["members"] == 3 and metadata["trained_images"] == 24
+    assert metadata["ensemble"]["fold_sizes"] == [16, 16, 16]  # the study's own three folds
+    document = yaml.safe_load(export.read_text())
+    assert document["test"]["model"].endswith("single.keras") and document["ensemble_test"]["model"].endswith("ens.keras")
+    # the ensemble's output is the mean of its members' outputs
+    model, _ = load_model(tmp_path / "ens.keras")
+    members = [layer for layer in model.layers if layer.name.startswith("member_")]
+    assert len(members) == 3
+    dataset = ImageDataset.open(DataSpec.from_dict(document["data"]))
+    images, _ = dataset.test_arrays(int(model.input_shape[1]))
+    together = predict_probabilities(model, images)
+    apart = np.mean([predict_probabilities(member, images) for member in members], axis=0)
+    assert np.allclose(together, apart, atol=1e-5)
+    # measured once: a second ensemble without --remeasure is refused, the single model's record untouched
+    refused = CliRunner().invoke(main, ["train", str(export), "--final", "--ensemble", "3", "-o", str(tmp_path / "e2.keras")])
+    assert refused.exit_code == 1 and "already measured by an ensemble" in refused.output
+    card = (tmp_path / "ens.card.md").read_text()
+    assert "an ensemble of 3 fold models" in card
+    # Grad-CAM explains the ensemble (its members' maps averaged)
+    overlays = _invoke("explain", str(tmp_path / "ens.keras"), str(dataset.train_files.paths[0]), "-o", str(tmp_path / "cam"))
+    assert list((tmp_path / "cam").glob("*.png")), overlays

@@ -12,7 +12,8 @@ from optuna.trial import TrialState, create_trial
 
 from medsweep.search import SearchSpace, WorkerError
 from medsweep.search.workers._budget import WallBudget, parse_duration
-from medsweep.search.workers._plan import PARTIAL_FRACTION, PROMOTED_FROM, STAGE, StagePlan, ranking_candidates, ranking_lines, stage_of
+from medsweep.search.workers._plan import (FIRST_COST_RATIO, PARTIAL_FRACTION, PROMOTED_FROM, STAGE, StagePlan,
+                                            ranking_candidates, ranking_lines, stage_of)
 
 SPACE = SearchSpace.default({"backbone": ["MobileNet", "MobileNetV2"]})
 DISTRIBUTIONS = {"fine_tune_fraction": CategoricalDistribution([0.0, 0.3, 1.0]),
@@ -40,7 +41,7 @@ def plan(shortlist: tuple = ()) -> StagePlan:
 
 def test_the_budget_is_spent_frozen_then_partial_then_full() -> None:
     done = [trial(0, 0.8, 0.0), trial(1, 0.9, PARTIAL_FRACTION)]
-    assert [plan().decide(done, now).stage for now in (0, 14, 16, 49, 51, 90)] == \
+    assert [plan().decide(done, now).stage for now in (0, 9, 11, 39, 41, 90)] == \
         ["frozen", "frozen", "partial", "partial", "full", "full"]
     assert plan().decide(done, 10).fixed == {"fine_tune_fraction": 0.0}
     assert plan().decide(done, 60).fixed == {"fine_tune_fraction": 1.0}
@@ -150,3 +151,34 @@ def test_a_queued_promotion_that_cannot_finish_is_dropped_and_a_retry_is_not() -
     assert plan().cannot_finish(promoted, trials, 100) == "not started: the study's wall budget was spent"
     assert plan().cannot_finish(retry, trials, 100) is None
     assert StagePlan(SPACE, "maximize", None).cannot_finish(promoted, trials, 100) is None  # no budget, nothing staged
+
+
+def _trained(number: int, fraction: float, epochs: int, seconds: float, folds: int = 1,
+             state: TrialState = TrialState.COMPLETE) -> optuna.trial.FrozenTrial:
+    attrs: dict[str, object] = {"history": {"val_auc": [0.8] * epochs}, "config": {"epochs": epochs}}
+    if folds > 1:
+        attrs["cv"] = {"mean": 0.8, "folds": [0.8] * folds}
+    return trial(number, 0.8, fraction, seconds=seconds, state=state, **attrs)
+
+
+def test_a_stage_costs_its_seconds_per_epoch_and_fold_pruned_trials_included() -> None:
+    trials = [_trained(0, 0.0, 10, 5, folds=5), _trained(1, 0.0, 10, 5, folds=5),
+              _trained(2, PARTIAL_FRACTION, 20, 200, folds=5),  # the first of its stage: fills the cut cache
+              _trained(3, PARTIAL_FRACTION, 10, 50, folds=5),
+              _trained(4, PARTIAL_FRACTION, 10, 40, folds=2, state=TrialState.PRUNED)]  # pruned after fold 2
+    assert plan().unit_seconds("partial", trials) == pytest.approx(1.5)  # median of 50/50 and 40/20
+    assert plan().trial_seconds("partial", 30, trials) == pytest.approx(1.5 * 30 * 5)
+    # no full trial yet: the partial stage's unit times the measured ratio
+    assert plan().unit_seconds("full", trials) == pytest.approx(1.5 * FIRST_COST_RATIO["full"])
+
+
+def test_a_long_promotion_is_judged_by_its_own_epochs() -> None:
+    trials = [_trained(0, 0.0, 10, 5), _trained(1, PARTIAL_FRACTION, 10, 20), _trained(2, PARTIAL_FRACTION, 10, 20),
+              _trained(3, 1.0, 10, 40), _trained(4, 1.0, 10, 40)]  # a full trial: 4 s per epoch
+    short = trial(5, None, 1.0, state=TrialState.RUNNING, **{PROMOTED_FROM: 1, STAGE: "full"})
+    short.params["epochs"] = 10
+    long = trial(6, None, 1.0, state=TrialState.RUNNING, **{PROMOTED_FROM: 2, STAGE: "full"})
+    long.params["epochs"] = 40
+    assert plan().cannot_finish(short, trials, 50) is None  # 50 s left, 40 s needed
+    assert plan().cannot_finish(long, trials, 50) == \
+        "not started: 50 s of the budget left, under the 160 s a full trial takes"
