@@ -401,7 +401,8 @@ def _skip_unaffordable(study: optuna.Study, plan: Any, trial: optuna.Trial, n_tr
     when the study's trial count leaves no room for another (a dropped promotion counts)."""
     while True:
         trials = study.get_trials(deepcopy=False)
-        reason = plan.cannot_finish(trial, trials)
+        frozen = next(t for t in trials if t.number == trial.number)
+        reason = plan.cannot_finish(frozen, trials)
         if reason is None:
             return trial
         trial.set_user_attr(STOPPED_BY, reason)

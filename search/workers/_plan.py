@@ -39,7 +39,7 @@ FIRST_COST_RATIO = {"frozen": 1.0, "partial": 40.0, "full": 6.0}  # full: 3x at 
 KEEP_SHARE = 1 / 3  # successive halving: the best third of a stage earns the next one
 MAX_PROMOTED = {"partial": 6, "full": 3}  # bounds the queue when the cheap stage ran many trials
 
-from .._record import (PROMOTED_FROM, STAGE, STAGES, config_of, epochs_trained, fold_scores, stage_of,  # noqa: E402,F401
+from .._record import (FIXED_PARAMS, PROMOTED_FROM, STAGE, STAGES, config_of, epochs_trained, fold_scores, stage_of,  # noqa: E402,F401
                       stage_of_fraction)
 
 # Study user attribute holding the transferability ranking of the candidate backbones.
@@ -198,7 +198,7 @@ class StagePlan:
         promotions = self.promotions(stage, trials) if stage == planned else []
         return Decision(stage, fixed, promotions, expected_seconds=expected)
 
-    def cannot_finish(self, trial: Any, trials: Sequence[FrozenTrial], now: float | None = None) -> str | None:
+    def cannot_finish(self, trial: FrozenTrial, trials: Sequence[FrozenTrial], now: float | None = None) -> str | None:
         """Why a queued promotion, just taken by `ask`, should not start (None: start it): it can
         no longer finish in the budget left and would only be cut at the deadline. Its cost is its
         own epochs at its stage's seconds per epoch and fold, so a long promotion is judged by its
@@ -210,7 +210,8 @@ class StagePlan:
         stage = trial.user_attrs.get(STAGE)
         if left <= 0:
             return "not started: the study's wall budget was spent"
-        epochs = trial.params.get("epochs")
+        # Just asked, a queued trial holds its parameters as fixed ones until they are suggested.
+        epochs = trial.params.get("epochs", (trial.system_attrs.get(FIXED_PARAMS) or {}).get("epochs"))
         expected = self.trial_seconds(stage, epochs, trials) if isinstance(epochs, int) else None
         if expected is None:
             expected = self.expected_seconds(stage, trials)

@@ -178,7 +178,7 @@ def test_a_long_promotion_is_judged_by_its_own_epochs() -> None:
     short = trial(5, None, 1.0, state=TrialState.RUNNING, **{PROMOTED_FROM: 1, STAGE: "full"})
     short.params["epochs"] = 10
     long = trial(6, None, 1.0, state=TrialState.RUNNING, **{PROMOTED_FROM: 2, STAGE: "full"})
-    long.params["epochs"] = 40
+    long.system_attrs["fixed_params"] = {"epochs": 40}  # just asked: its parameters are still the queued ones
     assert plan().cannot_finish(short, trials, 50) is None  # 50 s left, 40 s needed
     assert plan().cannot_finish(long, trials, 50) == \
         "not started: 50 s of the budget left, under the 160 s a full trial takes"
