@@ -27,7 +27,6 @@ from ._errors import MedsweepError
 
 DEMO_MARKER = ".medsweep-demo"
 _SNIFF_BYTES = 4096
-_MAX_EXPORT_BYTES = 10 << 20  # an export is a few kB; a larger file is not one
 
 
 class OutputError(MedsweepError):
@@ -64,13 +63,12 @@ def _head(path: Path, size: int = _SNIFF_BYTES) -> str:
 
 
 def _is_export(path: Path) -> bool:
-    import yaml
+    from ._yaml import load_yaml_file
 
     try:
-        if path.stat().st_size > _MAX_EXPORT_BYTES:
-            return False
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        # The no-alias reader: a file in the way may be anything, a YAML alias bomb included.
+        document = load_yaml_file(path, "file", "", ValueError)
+    except (OSError, ValueError):
         return False
     return isinstance(document, dict) and "medsweep_export" in document
 
