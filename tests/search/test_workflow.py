@@ -125,9 +125,14 @@ def test_a_diverging_trial_is_pruned_with_its_reason_and_the_search_goes_on(tmp_
     from medsweep.search import SearchSpace
 
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    # backbone_lr_factor is pinned, not sampled (the default space samples 0.1 or 1.0): at 1.0
+    # the backbone's ReLUs die in the first steps for most initialisations (14 of seeds 0-19,
+    # this test's seed included), the outputs stay finite and constant and the trial completes at
+    # AUC 0.5. At 0.1 the backbone passes signal on and the head's rate of 0.9 drives the outputs
+    # to NaN in the first epoch: 20 of 20 seeds, and 20 of 20 runs of this test's worker.
     space = SearchSpace.default({"backbone": "VGG19", "image_size": 32, "weights": "none", "augmentation": False,
                                  "learning_rate": [1e-3, 0.9], "epochs": 2, "batch_size": 8,
-                                 "fine_tune_fraction": 1.0, "frozen_warmup_epochs": 0})
+                                 "fine_tune_fraction": 1.0, "frozen_warmup_epochs": 0, "backbone_lr_factor": 0.1})
     dataset = ImageDataset.open(DataSpec(str(image_folder), validation_fraction=0.3))
     study = create_study(storage, "diverge", dataset, space)
     for learning_rate in (0.9, 1e-3):
