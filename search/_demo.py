@@ -79,6 +79,7 @@ def run_demo(workdir: Path, storage_url: str | None, n_trials: int, echo: Callab
 
     # Read by TensorFlow when it loads (later, in training): same inputs, same results.
     os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
+    workdir = workdir.resolve()  # the study and the printed paths work from any folder
     workdir.mkdir(parents=True, exist_ok=True)
     train_dir, test_files = build_demo_images(workdir / "data")
     space_file = workdir / "space.yaml"

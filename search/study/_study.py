@@ -14,6 +14,7 @@ from medsweep.objectives.metrics import METRIC_DIRECTIONS, parse_objective
 from medsweep.storage import describe_storage
 
 from .._errors import StudyError
+from ._data import absolute_spec
 from ._space import SearchSpace
 from ._strategy import HYPERBAND_SETTINGS, PRUNERS, make_pruner, make_sampler, spare_baselines
 
@@ -99,7 +100,9 @@ def create_study(storage: Any, name: str, dataset: ImageDataset, space: SearchSp
         if not resume:
             raise exists
         return load_study(storage, name)[0]
-    settings = StudySettings(dataset.spec, dataset.fingerprint, space.to_dict(), metric,
+    # Absolute paths: a worker, `status` or `export` may start in any folder (the demo's study
+    # was once stored as medsweep-demo/data/TRAIN, which `cd medsweep-demo` then lost).
+    settings = StudySettings(absolute_spec(dataset.spec), dataset.fingerprint, space.to_dict(), metric,
                              direction, pruner)
     try:
         study = optuna.create_study(storage=storage, study_name=name, direction=settings.direction,
