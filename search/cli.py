@@ -194,6 +194,7 @@ def create(study: str, data: Any, space_file: str | None, metric: str, pruner: s
     from .study._space import SearchSpace
     from .study._intensity import apply_intensity
     from .study._study import SETTINGS_KEY, check_study_name, create_study
+    from .study._weights import describe_weights, weights_files
 
     from .workers._budget import parse_duration, store_budget_seconds
 
@@ -211,6 +212,8 @@ def create(study: str, data: Any, space_file: str | None, metric: str, pruner: s
         store_budget_seconds(opened, created.study_name, budget_seconds)
     settings_metric = created.user_attrs.get(SETTINGS_KEY, {}).get("metric", metric)
     click.echo(f"study {created.study_name}: {describe_dataset(dataset)}; objective {settings_metric}, pruner {pruner}")
+    for line in describe_weights(weights_files(space)):
+        click.echo(line)
 
 
 @main.command()

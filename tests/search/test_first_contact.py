@@ -171,3 +171,85 @@ def test_status_fits_an_80_column_terminal(tmp_path: Path, image_folder: Path, t
     rows = [line for line in wide.stdout.splitlines() if re.match(r"^\d+ +(COMPLETE|PRUNED)", line)]
     assert len(rows) == 3 and all("backbone=" in row for row in rows)  # one line per trial where it fits
     assert rows[2].endswith("trials that reached that fold")
+
+
+SURVEY_FILES = ["inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                "densenet201_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                "resnet152v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                "xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"]
+
+
+def _weights_lines(tmp_path: Path, image_folder: Path, name: str, space: str | None,
+                   monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    from click.testing import CliRunner
+
+    from medsweep.search.cli import main
+
+    args = ["create", name, "--data", str(image_folder), "--storage", f"sqlite:///{tmp_path / 'w.db'}"]
+    if space is not None:
+        (tmp_path / f"{name}.yaml").write_text(space)
+        args += ["--space", str(tmp_path / f"{name}.yaml")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    return result.output.splitlines()[1:]
+
+
+def _real_weights_file(path: Path) -> Path:
+    """A real Keras weights file under `path`'s name (the MobileNet alpha 0.25 one from
+    ../shared/weights where it exists; its bytes are not read, only its presence counts)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    import shutil
+
+    from ..conftest import SHARED_WEIGHTS
+
+    source = SHARED_WEIGHTS / "mobilenet_2_5_224_tf_no_top.h5"
+    if source.is_file():
+        shutil.copyfile(source, path)
+    else:
+        path.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(1024))
+    return path
+
+
+def test_create_names_the_weights_files_the_space_needs(tmp_path: Path, image_folder: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    keras_home = tmp_path / "keras home"
+    monkeypatch.setenv("KERAS_HOME", str(keras_home))
+    models = keras_home / "models"
+
+    # The default space: the survey's five ImageNet files, none downloaded yet.
+    lines = _weights_lines(tmp_path, image_folder, "default", None, monkeypatch)
+    assert lines[0] == f"weights: the space needs 5 ImageNet weights files from {models}, none present on this machine:"
+    assert lines[1:6] == [f"  missing  {name} ({backbone})" for name, backbone in
+                          zip(SURVEY_FILES, ("InceptionV3", "DenseNet201", "ResNet152V2", "Xception", "VGG19"))]
+    advice = " ".join(line.strip() for line in lines[6:])
+    assert "downloads each missing file" in advice and "without internet access" in advice
+    assert f"copy the files into {models} on every worker machine" in advice
+
+    # Two of them in Keras' cache: named present, the others still missing.
+    for name in SURVEY_FILES[1::3]:
+        _real_weights_file(models / name)
+    lines = _weights_lines(tmp_path, image_folder, "cached", None, monkeypatch)
+    assert "2 missing" not in lines[0] and "3 missing on this machine" in lines[0]
+    assert f"  present  {SURVEY_FILES[1]} (DenseNet201)" in lines and f"  present  {SURVEY_FILES[4]} (VGG19)" in lines
+    assert f"  missing  {SURVEY_FILES[0]} (InceptionV3)" in lines
+
+    # A MobileNet file's name depends on alpha and size; all present: no advice.
+    _real_weights_file(models / "mobilenet_2_5_224_tf_no_top.h5")
+    lines = _weights_lines(tmp_path, image_folder, "mobile", "backbone: [MobileNet, VGG19]\nalpha: 0.25\n", monkeypatch)
+    assert lines == [f"weights: the space needs 2 ImageNet weights files from {models}, all present on this machine:",
+                     "  present  mobilenet_2_5_224_tf_no_top.h5 (MobileNet)",
+                     f"  present  {SURVEY_FILES[4]} (VGG19)"]
+
+    # A weights folder (the air-gapped way): any size's MobileNet file of that alpha will do.
+    folder = tmp_path / "weights"
+    _real_weights_file(folder / "mobilenet_2_5_128_tf_no_top.h5")
+    lines = _weights_lines(tmp_path, image_folder, "folder",
+                           f"backbone: [MobileNet, VGG19]\nalpha: 0.25\nimage_size: 64\nweights: {folder}\n", monkeypatch)
+    assert lines[0] == f"weights: the space needs 2 weights files from {folder}, 1 missing on this machine:"
+    assert lines[1:3] == ["  present  mobilenet_2_5_128_tf_no_top.h5 (MobileNet)", f"  missing  {SURVEY_FILES[4]} (VGG19)"]
+    assert "A worker stops at the first trial that needs a missing file" in lines[3]
+
+    # weights: none needs no file and says nothing about weights.
+    lines = _weights_lines(tmp_path, image_folder, "none", "weights: none\n", monkeypatch)
+    assert not [line for line in lines if "weights" in line]

@@ -211,6 +211,8 @@ runner = CliRunner()
 assert runner.invoke(main, ["--help"]).exit_code == 0
 assert runner.invoke(main, ["create", "s", "--data", {str(image_folder)!r}, "--space", {str(tiny_space_file)!r}, "--storage", {storage!r}]).exit_code == 0
 assert runner.invoke(main, ["status", "s", "--storage", {storage!r}]).exit_code == 0
+# the default space: create names its ImageNet weights files without loading Keras
+assert "weights: the space needs 5 ImageNet" in runner.invoke(main, ["create", "d", "--data", {str(image_folder)!r}, "--storage", {storage!r}]).output
 runner.invoke(main, ["export", "s", "--storage", {storage!r}])
 print("tensorflow" in sys.modules, "keras" in sys.modules)
 """
