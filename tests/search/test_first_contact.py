@@ -181,12 +181,12 @@ SURVEY_FILES = ["inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
 
 
 def _weights_lines(tmp_path: Path, image_folder: Path, name: str, space: str | None,
-                   monkeypatch: pytest.MonkeyPatch) -> list[str]:
+                   monkeypatch: pytest.MonkeyPatch, *extra: str) -> list[str]:
     from click.testing import CliRunner
 
     from medsweep.search.cli import main
 
-    args = ["create", name, "--data", str(image_folder), "--storage", f"sqlite:///{tmp_path / 'w.db'}"]
+    args = ["create", name, "--data", str(image_folder), "--storage", f"sqlite:///{tmp_path / 'w.db'}", *extra]
     if space is not None:
         (tmp_path / f"{name}.yaml").write_text(space)
         args += ["--space", str(tmp_path / f"{name}.yaml")]
@@ -240,6 +240,8 @@ def test_create_names_the_weights_files_the_space_needs(tmp_path: Path, image_fo
     assert lines == [f"weights: the space needs 2 ImageNet weights files from {models}, all present on this machine:",
                      "  present  mobilenet_2_5_224_tf_no_top.h5 (MobileNet)",
                      f"  present  {SURVEY_FILES[4]} (VGG19)"]
+    # --resume reports the study's own space, not the default one of this command line
+    assert _weights_lines(tmp_path, image_folder, "mobile", None, monkeypatch, "--resume") == lines
 
     # A weights folder (the air-gapped way): any size's MobileNet file of that alpha will do.
     folder = tmp_path / "weights"
