@@ -140,7 +140,7 @@ def test_two_training_workers_keep_a_40_second_budget(storage_url: str, image_fo
     assert final and all(t.state.is_finished() for t in final), log
     never_started = [t for t in final if t.datetime_start is None]
     assert all(t.state == TrialState.PRUNED and t.user_attrs[STOPPED_BY].startswith("not started") for t in never_started)
-    assert all(t.datetime_start.timestamp() <= deadline + 1 for t in final if t not in never_started)
+    assert all(t.datetime_start.timestamp() <= deadline + WRITE_SECONDS for t in final if t not in never_started)
     stages = [t.user_attrs.get(STAGE) for t in sorted(final, key=lambda t: t.number)]
     assert stages[0] == "frozen" and set(stages) <= {"frozen", "partial", "full"}, stages
     assert all(t.state == TrialState.PRUNED for t in final if t.user_attrs.get(STOPPED_BY)), log
