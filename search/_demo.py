@@ -82,6 +82,7 @@ def run_demo(workdir: Path, storage_url: str | None, n_trials: int, echo: Callab
 
     # Read by TensorFlow when it loads (later, in training): same inputs, same results.
     os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
+    workdir = workdir.resolve()  # the study and the printed paths work from any folder
     note = check_demo_workdir(workdir, force=force, own_database=storage_url is None)
     if note:
         echo(f"note: {note}")

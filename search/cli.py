@@ -309,6 +309,7 @@ def create(study: str, data: Any, space_file: str | None, metric: str, pruner: s
     from .study._space import SearchSpace
     from .study._intensity import apply_intensity
     from .study._study import SETTINGS_KEY, check_study_name, create_study
+    from .study._weights import describe_weights, weights_files
 
     from .workers._budget import parse_duration, store_budget_seconds
 
@@ -325,8 +326,10 @@ def create(study: str, data: Any, space_file: str | None, metric: str, pruner: s
     created = create_study(opened, study, dataset, space, metric=metric, pruner=pruner, resume=resume)
     if budget_seconds is not None:
         store_budget_seconds(opened, created.study_name, budget_seconds)
-    settings_metric = created.user_attrs.get(SETTINGS_KEY, {}).get("metric", metric)
-    click.echo(f"study {created.study_name}: {describe_dataset(dataset)}; objective {settings_metric}, pruner {pruner}")
+    stored = created.user_attrs.get(SETTINGS_KEY, {})  # --resume: the study's own, not this command's
+    click.echo(f"study {created.study_name}: {describe_dataset(dataset)}; objective {stored.get('metric', metric)}, pruner {pruner}")
+    for line in describe_weights(weights_files(SearchSpace(stored["space"]) if stored.get("space") else space)):
+        click.echo(line)
 
 
 @main.command()

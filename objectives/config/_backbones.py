@@ -4,6 +4,7 @@ which weights file it expects. Pure data here; Keras is imported only when build
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -142,3 +143,47 @@ def resolve_weights(backbone: Backbone, weights: str, image_size: int, alpha: fl
     except OSError as error:
         raise BackboneError(f"weights file {path} cannot be read ({error.strerror}); check its permissions") from None
     return str(path)
+
+
+def keras_weights_folder() -> Path:
+    """The folder Keras downloads ImageNet weights into and finds them in: $KERAS_HOME/models,
+    else ~/.keras/models; like Keras, /tmp/.keras/models when that folder is not writable."""
+    if "KERAS_HOME" in os.environ:
+        base = Path(os.environ["KERAS_HOME"]).expanduser()
+    else:
+        home = Path.home()
+        base = (home if os.access(home, os.W_OK) else Path("/tmp")) / ".keras"
+    # keras.utils.get_file's own fallback (Keras creates a missing folder, so only an existing
+    # read-only one sends it to /tmp).
+    if base.exists() and not os.access(base, os.W_OK):
+        base = Path("/tmp") / ".keras"
+    return base / "models"
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """One weights file a trial would load: its name, the folder it is looked for in, and
+    where it was found on this machine (None: missing)."""
+
+    backbone: str
+    name: str
+    folder: Path
+    found: Path | None
+    imagenet: bool  # looked for in Keras' cache, which downloads it when missing
+
+
+def find_weights_file(backbone: Backbone, weights: str, image_size: int, alpha: float) -> WeightsFile | None:
+    """Where the weights `weights` names for this backbone lie on this machine (None for
+    weights: none); never imports Keras."""
+    if weights == "none":
+        return None
+    expected = backbone.expected_weights_file(image_size, alpha)
+    if weights == "imagenet":
+        folder = keras_weights_folder()
+        return WeightsFile(backbone.name, expected, folder, folder / expected if (folder / expected).is_file() else None,
+                           imagenet=True)
+    path = Path(weights).expanduser()
+    if path.is_dir() or not path.suffix:
+        found = [path / name for name in backbone.candidate_weights_files(image_size, alpha) if (path / name).is_file()]
+        return WeightsFile(backbone.name, expected, path, found[0] if found else None, imagenet=False)
+    return WeightsFile(backbone.name, path.name, path.parent, path if path.is_file() else None, imagenet=False)

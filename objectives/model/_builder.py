@@ -17,7 +17,7 @@ import numpy as np
 
 from .._errors import BackboneError, ConfigError
 from .._keras import import_keras
-from ..config import TrialConfig, get_backbone, resolve_weights
+from ..config import TrialConfig, get_backbone, keras_weights_folder, resolve_weights
 
 HEAD_LAYERS = ("dense", "output")  # the head's layers with weights, named alike in every model
 
@@ -57,7 +57,7 @@ def build_backbone(config: TrialConfig) -> Any:
             expected = backbone.expected_weights_file(size, config.alpha)
             raise BackboneError(
                 f"ImageNet weights for {backbone.name} could not be loaded or downloaded ({type(error).__name__}); "
-                f"offline, put {expected} in ~/.keras/models or in a folder and set weights to that folder"
+                f"offline, put {expected} in {keras_weights_folder()} or in a folder and set weights to that folder"
             ) from None
         if weights is not None:
             raise BackboneError(

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import random
 import weakref
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .._keras import import_keras
-from ..config import TrialConfig, get_backbone, resolve_weights
+from ..config import TrialConfig, get_backbone, keras_weights_folder, resolve_weights
 from ..images import ArrayCache, TrialData, cut_cache_budget, file_sha256
 from ..model import POOLED, BackboneCut, TrialPlan, backbone_input, build_backbone, count_draws, pooled_trunk
 from ._pipeline import augmentation_block
@@ -83,8 +82,7 @@ def _weights_identity(config: TrialConfig, size: int) -> dict[str, Any]:
     if config.weights == "none":
         return {"weights": "none", "seed": config.seed}
     if config.weights == "imagenet":
-        keras_home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser()
-        file = keras_home / "models" / backbone.expected_weights_file(size, config.alpha)
+        file = keras_weights_folder() / backbone.expected_weights_file(size, config.alpha)
         return {"weights": "imagenet", "file": file.name, "sha256": _hash_weights(file) if file.is_file() else None}
     resolved = Path(str(resolve_weights(backbone, config.weights, size, config.alpha)))
     return {"weights": "file", "file": resolved.name, "sha256": _hash_weights(resolved)}

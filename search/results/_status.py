@@ -57,19 +57,57 @@ def trial_rows(study: optuna.Study, ties: Ties | None = None,
     return rows
 
 
-def format_table(rows: list[dict[str, str]]) -> str:
-    if not rows:
-        return "(no trials yet)"
-    columns = [c for c in rows[0] if any(r[c] for r in rows) or c in ("trial", "state")]
+# Columns that go onto lines of their own under each trial when one line per trial would not
+# fit the terminal: they are long and of any length, the others are short and bounded.
+_WRAPPED = ("params", "note")
+STATUS_WIDTH = 80  # when the output is no terminal and $COLUMNS is unset
+
+
+def _table_lines(rows: list[dict[str, str]], columns: list[str]) -> list[str]:
     widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
     lines = ["  ".join(c.ljust(widths[c]) for c in columns).rstrip()]
     lines += ["  ".join(r[c].ljust(widths[c]) for c in columns).rstrip() for r in rows]
-    return "\n".join(lines)
+    return lines
 
 
-def status_report(study: optuna.Study, metric: str, storage: Any = None) -> str:
+def format_table(rows: list[dict[str, str]], width: int | None = None) -> str:
+    """The trial table, one line per trial; when that is wider than `width`, each trial's
+    params and note go on indented lines under it, wrapped to `width`."""
+    import textwrap
+
+    if not rows:
+        return "(no trials yet)"
+    columns = [c for c in rows[0] if any(r[c] for r in rows) or c in ("trial", "state")]
+    lines = _table_lines(rows, columns)
+    if width is None or max(map(len, lines)) <= width:
+        return "\n".join(lines)
+    short = [c for c in columns if c not in _WRAPPED]
+    indent = " " * (max(len("trial"), *(len(r["trial"]) for r in rows)) + 2)
+    head, *body = _table_lines(rows, short)
+    wrapped = [c for c in columns if c in _WRAPPED]
+    out = [head, indent + "; ".join(wrapped)]
+
+    def wrap(text: str) -> list[str]:
+        return textwrap.wrap(text, max(20, width - len(indent)), break_on_hyphens=False) or [""]
+
+    for row, line in zip(rows, body):
+        out.append(line)
+        if row.get("params"):
+            out += [indent + part for part in wrap(row["params"])]
+        if row.get("note"):
+            out += [indent + part for part in wrap(f"note: {row['note']}")]
+    return "\n".join(out)
+
+
+def status_report(study: optuna.Study, metric: str, storage: Any = None, width: int | None = None) -> str:
     """The trial table, counts by state and the best trial so far (and, given the `storage` the
-    study was loaded from, the wall budget left)."""
+    study was loaded from, the wall budget left), fitted to `width` columns (default: the
+    terminal's, or $COLUMNS, or 80)."""
+    import shutil
+    import textwrap
+
+    if width is None:
+        width = shutil.get_terminal_size((STATUS_WIDTH, 24)).columns
     # One read of the trials for the table, the marks and the best line: workers may be writing.
     trials = study.get_trials(deepcopy=False)
     ties = find_ties(trials, study.direction.name.lower())
@@ -78,15 +116,17 @@ def status_report(study: optuna.Study, metric: str, storage: Any = None) -> str:
     for row in rows:
         counts[row["state"]] = counts.get(row["state"], 0) + 1
     summary = ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items())) or "no trials"
-    lines = [f"study {study.study_name}: {summary}", format_table(rows)]
+    lines = [f"study {study.study_name}: {summary}", format_table(rows, width)]
     if ties.best is not None:
         best = next(t for t in trials if t.number == ties.best)
         params = ", ".join(f"{k}={_format_value(v)}" for k, v in best.params.items())
         interval = _interval(best)
         interval = f", 95% CI {interval}" if interval else ""
-        lines.append(f"best: trial {best.number}, {metric} {best.value:.4f}{interval} ({params})")
+        sentences = [f"best: trial {best.number}, {metric} {best.value:.4f}{interval} ({params})"]
         if not ties.reason:
-            lines.append(ties.describe())
+            sentences.append(ties.describe())
+        for sentence in sentences:
+            lines += textwrap.wrap(sentence, max(20, width), subsequent_indent="  ", break_on_hyphens=False)
     from ..workers._plan import plan_lines  # budget, stages and the backbone ranking, when there are any
 
     lines += plan_lines(study, storage)

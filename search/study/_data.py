@@ -3,15 +3,39 @@ stored on the study for workers elsewhere) and the one-line description of what 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from medsweep.objectives.images import DataSpec, ImageDataset
 
-from .._errors import MedsweepError
+from .._errors import MedsweepError, StudyError
 
 
 def resolved_path(path: str | None) -> str | None:
     return str(Path(path).expanduser().resolve()) if path else None
+
+
+# The DataSpec fields that hold paths.
+PATH_FIELDS = ("data_dir", "val_dir", "test_dir", "manifest")
+
+
+def absolute_spec(spec: DataSpec) -> DataSpec:
+    """The same spec with absolute paths, resolved against this process's folder: what a study
+    stores, so a worker, `status` or `export` started in another folder finds the same images."""
+    return replace(spec, **{name: resolved_path(getattr(spec, name)) or getattr(spec, name) for name in PATH_FIELDS})
+
+
+def check_stored_paths(spec: DataSpec, study: str) -> None:
+    """Name the way out when a study created before paths were stored absolute holds a relative
+    one that this folder does not have (it was relative to the folder `create` ran in)."""
+    for name in PATH_FIELDS:
+        value = getattr(spec, name)
+        if value and not Path(value).expanduser().is_absolute() and not Path(value).exists():
+            raise StudyError(
+                f"study {study!r} stored the relative path {value!r} (created before medsweep stored absolute "
+                f"paths), and {Path.cwd()} has no such path; run this command in the folder the study was "
+                "created in, or pass --data with the data's path"
+            )
 
 
 def make_data_spec(data_dir: str | None, *, manifest: str | None = None, val_dir: str | None = None,

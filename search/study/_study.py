@@ -14,6 +14,7 @@ from medsweep.objectives.metrics import METRIC_DIRECTIONS, parse_objective
 from medsweep.storage import describe_storage
 
 from .._errors import StudyError
+from ._data import absolute_spec
 from ._space import SearchSpace
 from ._strategy import HYPERBAND_SETTINGS, PRUNERS, make_pruner, make_sampler, spare_baselines
 
@@ -98,9 +99,11 @@ def create_study(storage: Any, name: str, dataset: ImageDataset, space: SearchSp
     if study_exists(storage, name):
         if not resume:
             raise exists
-        return _resumed(storage, name, dataset.spec, space, metric, pruner)
+        return _resumed(storage, name, absolute_spec(dataset.spec), space, metric, pruner)
     space.check_every_configuration()
-    settings = StudySettings(dataset.spec, dataset.fingerprint, space.to_dict(), metric,
+    # Absolute paths: a worker, `status` or `export` may start in any folder (the demo's study
+    # was once stored as medsweep-demo/data/TRAIN, which `cd medsweep-demo` then lost).
+    settings = StudySettings(absolute_spec(dataset.spec), dataset.fingerprint, space.to_dict(), metric,
                              direction, pruner)
     try:
         study = optuna.create_study(storage=storage, study_name=name, direction=settings.direction,
@@ -108,7 +111,7 @@ def create_study(storage: Any, name: str, dataset: ImageDataset, space: SearchSp
     except optuna.exceptions.DuplicatedStudyError:
         # Another `create` of this name won the race between our check and our insert.
         if resume:
-            return _resumed(storage, name, dataset.spec, space, metric, pruner)
+            return _resumed(storage, name, absolute_spec(dataset.spec), space, metric, pruner)
         raise exists from None
     study.set_user_attr(SETTINGS_KEY, settings.to_dict())
     if len(dataset.file_hashes) <= MAX_LISTED_FILES:

@@ -17,6 +17,7 @@ from medsweep.storage import storage_lock
 
 from .._errors import StudyError
 from ._objective import TrialObjective
+from ..study._data import check_stored_paths
 from ..study._study import load_study, stored_file_hashes
 
 _logger = logging.getLogger("medsweep.worker")
@@ -32,10 +33,12 @@ class WorkerSummary:
 
 
 def open_dataset(settings: Any, data_dir: str | None = None, val_dir: str | None = None,
-                 stored_files: dict[str, str] | None = None) -> ImageDataset:
+                 stored_files: dict[str, str] | None = None, study_name: str = "") -> ImageDataset:
     """Open the study's data (or the same data under another path) and check its fingerprint;
     `stored_files` (the study's per-file hashes) lets a mismatch name the files."""
     spec = settings.data
+    if not data_dir:
+        check_stored_paths(spec, study_name)
     if data_dir:
         from dataclasses import replace
 
@@ -91,7 +94,7 @@ def work_on_study(storage: Any, study_name: str, *, n_trials: int | None = None,
     if hasattr(storage, "give_up_when"):  # told to stop, the worker waits out an outage briefly, not 300 s
         storage.give_up_when(stop.event)
     study, settings = load_study(storage, study_name, sampler_seed=sampler_seed)
-    dataset = open_dataset(settings, data_dir, val_dir, stored_file_hashes(storage, study_name))
+    dataset = open_dataset(settings, data_dir, val_dir, stored_file_hashes(storage, study_name), study_name)
     if settings.data.cv and dataset.plan is not None:
         progress.folds = len(dataset.plan.folds)
     wall, plan = prepare_plan(storage, study, settings, dataset, budget,

@@ -43,10 +43,10 @@ def _fit_tiny_backbone(batchnorm: str) -> tuple[float, float]:
     model = keras.Model(images, keras.layers.Dense(1)(pooled))
     model.compile(keras.optimizers.Adam(1e-2), "mse")
     layer = base.get_layer("bn")
-    mean, scale = np.array(layer.moving_mean), np.array(layer.gamma)
+    mean, scale = layer.moving_mean.numpy(), layer.gamma.numpy()
     rng = np.random.default_rng(0)
     model.fit(rng.random((16, 8, 8, 3)) * 5 + 3, rng.random((16, 1)), epochs=2, verbose=0)
-    return float(np.abs(np.array(layer.moving_mean) - mean).max()), float(np.abs(np.array(layer.gamma) - scale).max())
+    return float(np.abs(layer.moving_mean.numpy() - mean).max()), float(np.abs(layer.gamma.numpy() - scale).max())
 
 
 @pytest.mark.parametrize("batchnorm, statistics_move, scale_trains", [
@@ -70,9 +70,9 @@ def test_keras_training_false_does_not_hold_under_fit() -> None:
     images = keras.Input((8, 8, 3))
     model = keras.Model(images, keras.layers.Dense(1)(keras.layers.Flatten()(base(images, training=False))))
     model.compile("adam", "mse")
-    before = np.array(base.get_layer("bn").moving_mean)
+    before = base.get_layer("bn").moving_mean.numpy()
     model.fit(np.full((8, 8, 8, 3), 3.0), np.zeros((8, 1)), epochs=1, verbose=0)
-    assert np.abs(np.array(base.get_layer("bn").moving_mean) - before).max() > 0.01  # one step: 0.03
+    assert np.abs(base.get_layer("bn").moving_mean.numpy() - before).max() > 0.01  # one step: 0.03
 
 
 def test_backbone_learns_at_its_factor_of_the_head_rate() -> None:
@@ -88,12 +88,12 @@ def test_backbone_learns_at_its_factor_of_the_head_rate() -> None:
     model = build_model(config, 2)
     backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
     conv = backbone.get_layer("conv1")
-    before_conv, before_dense = np.array(conv.kernel), np.array(model.get_layer("dense").kernel)
+    before_conv, before_dense = conv.kernel.numpy(), model.get_layer("dense").kernel.numpy()
     rng = np.random.default_rng(0)
     model.fit(rng.integers(0, 255, (4, 32, 32, 3)).astype("float32"), np.array([[0], [1], [0], [1]], "float32"),
               batch_size=4, epochs=1, verbose=0)
-    conv_step = np.abs(np.array(conv.kernel) - before_conv).max()
-    dense_step = np.abs(np.array(model.get_layer("dense").kernel) - before_dense).max()
+    conv_step = np.abs(conv.kernel.numpy() - before_conv).max()
+    dense_step = np.abs(model.get_layer("dense").kernel.numpy() - before_dense).max()
     assert dense_step == pytest.approx(1e-3, rel=0.05)
     assert conv_step == pytest.approx(1e-4, rel=0.05)
 

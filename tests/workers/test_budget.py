@@ -161,5 +161,5 @@ def test_status_says_which_trial_retries_a_lost_one() -> None:
     RetryTrial(max_retries=2)(study, study.trials[0])
     retry = study.ask()
     study.tell(retry, (retry.suggest_float("x", 0, 1) - 0.3) ** 2)
-    first_row = status_report(study, "loss").splitlines()[2]
+    first_row = status_report(study, "loss", width=250).splitlines()[2]
     assert first_row.startswith("0 ") and first_row.endswith("interrupted by SIGTERM; handed back for a retry; retried as trial 1")
