@@ -7,7 +7,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from .._record import cv_interval, epochs_trained, fail_reason_of, retry_history, stopped_by_of
+from .._record import STAGE, cv_interval, epochs_trained, fail_reason_of, retry_history, stopped_by_of
 from ._ties import Ties, find_ties
 
 
@@ -45,6 +45,7 @@ def trial_rows(study: optuna.Study, ties: Ties | None = None,
         rows.append({
             "trial": str(trial.number),
             "state": trial.state.name,
+            "stage": str(trial.user_attrs.get(STAGE) or ""),  # a budgeted search's stage (column dropped otherwise)
             "value": "" if trial.value is None else f"{trial.value:.4f}",
             "95% CI": _interval(trial),
             "tie": "best" if trial.number == ties.best and not ties.reason and ties.within

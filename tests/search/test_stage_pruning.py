@@ -77,3 +77,17 @@ def test_the_first_trials_of_a_new_stage_are_never_pruned(tmp_path: Path) -> Non
     for step, value in enumerate([0.3, 0.4]):
         first.report(value, step)
     assert not StageAwarePruner(make_pruner("median")).prune(study, study.get_trials(deepcopy=False)[-1])
+
+
+def test_status_names_each_trials_stage_and_why_it_was_pruned(tmp_path: Path) -> None:
+    from medsweep.search import status_report
+
+    study = _study(tmp_path)
+    cut = _ask_at(study, 1.0)
+    cut.set_user_attr("stage", "full")
+    cut.set_user_attr("stopped_by", "not started: 40 s of the budget left, under the 160 s a full trial takes")
+    study.tell(cut, state=TrialState.PRUNED)
+    report = status_report(study, "auc")
+    row = next(line for line in report.splitlines() if line.startswith(f"{cut.number} "))
+    assert "PRUNED" in row and "full" in row
+    assert "under the 160 s a full trial takes" in " ".join(report.split())  # the note may wrap
