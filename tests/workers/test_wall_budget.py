@@ -13,7 +13,8 @@ import pytest
 from optuna.trial import TrialState
 
 from medsweep.search import make_sampler
-from medsweep.search.workers._budget import DEADLINE_ATTR, STOPPED_BY
+from medsweep.search._record import STOPPED_BY
+from medsweep.search.workers._budget import DEADLINE_ATTR
 
 from ..conftest import TINY_SPACE
 from medsweep.search.workers._loop import DEADLINE_GRACE_SECONDS, WORKER_ATTR
