@@ -139,12 +139,14 @@ def test_temperature_layer_survives_save_and_load(tmp_path) -> None:
 
     keras = import_keras()
     for units, activation in ((1, "sigmoid"), (3, "softmax")):
-        inputs = keras.Input(shape=(4,))
-        outputs = keras.layers.Dense(units, activation=activation, name="output")(inputs)
+        # image-shaped, as load_model checks a medsweep model takes (size, size, 3)
+        inputs = keras.Input(shape=(2, 2, 3))
+        outputs = keras.layers.Dense(units, activation=activation, name="output")(keras.layers.Flatten()(inputs))
         model = keras.Model(inputs, outputs)
-        x = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32) * 3
+        x = np.random.default_rng(0).normal(size=(8, 2, 2, 3)).astype(np.float32) * 3
         raw = model.predict(x, verbose=0)
-        path = save_model(with_temperature(model, 2.0), tmp_path / f"m{units}.keras", {"class_names": ["a", "b"]})
+        names = ["a", "b"] if units == 1 else ["a", "b", "c"]
+        path = save_model(with_temperature(model, 2.0), tmp_path / f"m{units}.keras", {"class_names": names})
         loaded, _ = load_model(path)
         expected = apply_temperature(raw, 2.0)
         got = loaded.predict(x, verbose=0)

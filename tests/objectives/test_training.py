@@ -98,3 +98,27 @@ def test_transfer_learning_beats_random_weights_on_open_i() -> None:
     scratch = train_trial(config.replace(weights="none"), data).metrics["auc"]
     assert pretrained > scratch, (pretrained, scratch)
     assert pretrained >= 0.8
+
+
+def test_a_model_saved_before_the_medsweep_namespace_still_loads(image_folder: Path, tmp_path: Path) -> None:
+    """Models saved when the code imported as `objectives._layers` name that module in their
+    config; Keras finds medsweep's layers by their registered names, so they load unchanged."""
+    import zipfile
+
+    from medsweep.objectives.model import load_model
+
+    dataset = ImageDataset.open(DataSpec(str(image_folder), validation_fraction=0.3))
+    result = train_trial(TINY.replace(epochs=1), dataset.arrays(32), keep_model=True)
+    new = save_model(result.model, tmp_path / "new.keras", {"class_names": list(dataset.class_names)})
+    old = tmp_path / "old.keras"
+    with zipfile.ZipFile(new) as source, zipfile.ZipFile(old, "w") as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "config.json":
+                assert b"medsweep.objectives.model._layers" in data  # the layers' module, as Keras records it
+                data = data.replace(b"medsweep.objectives.model._layers", b"objectives._layers")
+            target.writestr(item, data)
+    images = dataset.arrays(32).x_val[:4].astype("float32")
+    model, metadata = load_model(old)
+    assert metadata["class_names"] == list(dataset.class_names)
+    np.testing.assert_allclose(model.predict(images, verbose=0), result.model.predict(images, verbose=0), atol=1e-6)

@@ -82,7 +82,9 @@ def test_cross_validated_study_with_pruning_locked_test_final_model_and_evaluati
 
     status = cli("status", "cv", "--storage", storage)
     assert "95% CI" in status and "3 folds" in status
-    header, first = status.splitlines()[1:3]
+    lines = status.splitlines()
+    header = lines[1]
+    first = next(line for line in lines if line.startswith("0 "))  # params sit on a line of their own
     column = header.index("epochs")
     assert first[column:column + 6].strip() == "2", status  # epochs trained, not the number of folds
 

@@ -235,22 +235,27 @@ def test_create_names_the_weights_files_the_space_needs(tmp_path: Path, image_fo
     assert f"  missing  {SURVEY_FILES[0]} (InceptionV3)" in lines
 
     # A MobileNet file's name depends on alpha and size; all present: no advice.
-    _real_weights_file(models / "mobilenet_2_5_224_tf_no_top.h5")
-    lines = _weights_lines(tmp_path, image_folder, "mobile", "backbone: [MobileNet, VGG19]\nalpha: 0.25\n", monkeypatch)
+    # (alpha stays 1.0: VGG19 has no alpha, and a space whose combinations cannot run is refused.)
+    _real_weights_file(models / "mobilenet_1_0_224_tf_no_top.h5")
+    lines = _weights_lines(tmp_path, image_folder, "mobile", "backbone: [MobileNet, VGG19]\n", monkeypatch)
     assert lines == [f"weights: the space needs 2 ImageNet weights files from {models}, all present on this machine:",
-                     "  present  mobilenet_2_5_224_tf_no_top.h5 (MobileNet)",
+                     "  present  mobilenet_1_0_224_tf_no_top.h5 (MobileNet)",
                      f"  present  {SURVEY_FILES[4]} (VGG19)"]
-    # --resume reports the study's own space, not the default one of this command line
-    assert _weights_lines(tmp_path, image_folder, "mobile", None, monkeypatch, "--resume") == lines
+    # --resume (which must repeat the study's options) reports the same files again
+    assert _weights_lines(tmp_path, image_folder, "mobile", "backbone: [MobileNet, VGG19]\n", monkeypatch,
+                          "--resume") == lines
 
-    # A weights folder (the air-gapped way): any size's MobileNet file of that alpha will do.
+    # A weights folder (the air-gapped way) is the user's own promise: a file missing there is an
+    # error at create, naming the file; any size's MobileNet file of that alpha will do.
     folder = tmp_path / "weights"
-    _real_weights_file(folder / "mobilenet_2_5_128_tf_no_top.h5")
-    lines = _weights_lines(tmp_path, image_folder, "folder",
-                           f"backbone: [MobileNet, VGG19]\nalpha: 0.25\nimage_size: 64\nweights: {folder}\n", monkeypatch)
-    assert lines[0] == f"weights: the space needs 2 weights files from {folder}, 1 missing on this machine:"
-    assert lines[1:3] == ["  present  mobilenet_2_5_128_tf_no_top.h5 (MobileNet)", f"  missing  {SURVEY_FILES[4]} (VGG19)"]
-    assert "A worker stops at the first trial that needs a missing file" in lines[3]
+    _real_weights_file(folder / "mobilenet_1_0_128_tf_no_top.h5")
+    folder_space = f"backbone: [MobileNet, VGG19]\nimage_size: 64\nweights: {folder}\n"
+    with pytest.raises(AssertionError, match=f"weights folder {folder} has no {SURVEY_FILES[4]} for VGG19"):
+        _weights_lines(tmp_path, image_folder, "folder", folder_space, monkeypatch)
+    _real_weights_file(folder / SURVEY_FILES[4])
+    lines = _weights_lines(tmp_path, image_folder, "folder", folder_space, monkeypatch)
+    assert lines[:3] == [f"weights: the space needs 2 weights files from {folder}, all present on this machine:",
+                         "  present  mobilenet_1_0_128_tf_no_top.h5 (MobileNet)", f"  present  {SURVEY_FILES[4]} (VGG19)"]
 
     # weights: none needs no file and says nothing about weights.
     lines = _weights_lines(tmp_path, image_folder, "none", "weights: none\n", monkeypatch)

@@ -105,8 +105,10 @@ def test_pruning_stops_a_trial_below_the_median(tmp_path: Path, image_folder: Pa
     from medsweep.search import SearchSpace
 
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    # One depth: the pruner compares a trial only with trials of its own stage.
     space = SearchSpace.default({"backbone": ["VGG19", "MobileNet"], "image_size": 32, "weights": "none",
-                                 "augmentation": False, "learning_rate": 0.001, "epochs": 3, "batch_size": 8})
+                                 "augmentation": False, "learning_rate": 0.001, "epochs": 3, "batch_size": 8,
+                                 "fine_tune_fraction": 0.0, "frozen_warmup_epochs": 0})
     dataset = ImageDataset.open(DataSpec(str(image_folder), validation_fraction=0.3))
     study = create_study(storage, "prune", dataset, space, pruner="median")
     for backbone in ("VGG19", "VGG19", "MobileNet"):

@@ -170,11 +170,23 @@ def wait_for(condition: Any, timeout: float, what: str, poll: float = 0.2) -> An
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
+_POLLING: dict[str, Any] = {}
+
+
 def training_trial(storage: str, study: str) -> Any:
-    """A RUNNING trial in the middle of Keras fit (it reported an epoch), or None."""
+    """A RUNNING trial in the middle of Keras fit (it reported an epoch), or None.
+
+    Polls through one storage per URL: opening a new engine per poll costs about half a second
+    on a loaded machine, long enough to miss a trial's few seconds of training.
+    """
+    import optuna
     from optuna.trial import TrialState
 
-    for trial in trials(storage, study):
+    if storage not in _POLLING:
+        _POLLING[storage] = optuna.storages.RDBStorage(storage, engine_kwargs={"pool_pre_ping": True})
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    polled = optuna.load_study(study_name=study, storage=_POLLING[storage])
+    for trial in polled.get_trials(deepcopy=False):
         if trial.state == TrialState.RUNNING and trial.intermediate_values:
             return trial
     return None
