@@ -7,7 +7,9 @@ A command checks all its output paths before doing any work (`check_outputs`):
 - an existing file that is recognisably the same command's earlier output of the same kind (an
   export YAML with its `medsweep_export` key, a .keras model with medsweep.json inside, a model
   card, a medsweep HTML report, a PNG carrying medsweep's mark for that figure) is replaced, and
-  the command says so ("replacing earlier export best.yaml");
+  the command says so ("replacing earlier export best.yaml"), unless it records the locked test's
+  one measurement (an export or model written by `train --final`): that needs --force, because
+  nothing can measure the test set afresh;
 - any other existing file is refused unless the user passes --force.
 `medsweep demo` applies the same rule to its whole work folder (`check_demo_workdir`): a folder
 holding anything an earlier demo did not create is refused unless --force, and a database the
@@ -41,6 +43,9 @@ class OutputKind:
     name: str
     recognise: Callable[[Path], bool]
     plural: str = ""
+    # What an earlier output of this kind may hold that nothing can measure again (the locked
+    # test's one measurement), or None: such a file is replaced only with --force.
+    holds_record: Callable[[Path], str | None] = lambda path: None
 
     def many(self) -> str:
         return self.plural or self.name + "s"
@@ -71,6 +76,37 @@ def _is_export(path: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(document, dict) and "medsweep_export" in document
+
+
+def _measured_test(document: object) -> str | None:
+    """The locked test measurement a document (an export, a model's metadata) records, named."""
+    if not isinstance(document, dict):
+        return None
+    for key, what in (("test", "the locked test measured by `train --final`"),
+                      ("ensemble_test", "the locked test measured by `train --final --ensemble`")):
+        section = document.get(key)
+        if isinstance(section, dict) and section.get("measured"):
+            return f"{what} at {section.get('measured_at', 'an unrecorded time')}"
+    return None
+
+
+def _export_record(path: Path) -> str | None:
+    from ._yaml import load_yaml_file
+
+    try:
+        return _measured_test(load_yaml_file(path, "file", "", ValueError))
+    except (OSError, ValueError):
+        return None
+
+
+def _model_record(path: Path) -> str | None:
+    from medsweep.objectives import ObjectiveError
+    from medsweep.objectives.model import read_model_metadata
+
+    try:
+        return _measured_test(read_model_metadata(path))
+    except (ObjectiveError, OSError):
+        return None
 
 
 def _is_model(path: Path) -> bool:
@@ -111,8 +147,8 @@ def _png_kind(kind: str, plural: str = "") -> OutputKind:
     return OutputKind(kind, _png_of(kind), plural)
 
 
-EXPORT = OutputKind("export", _is_export)
-MODEL = OutputKind("model", _is_model)
+EXPORT = OutputKind("export", _is_export, holds_record=_export_record)
+MODEL = OutputKind("model", _is_model, holds_record=_model_record)
 MODEL_CARD = OutputKind("model card", _is_model_card)
 REPORT = OutputKind("report", _is_report)
 # The PNG kinds are the marks their writers put inside them (objectives.metrics.png_mark).
@@ -162,7 +198,15 @@ def check_outputs(outputs: Sequence[tuple[str | Path, OutputKind]], *, option: s
         if path.is_dir():
             raise OutputError(f"{option}: {path} is a folder where the {kind.name} goes; move it or choose another {option}")
         if kind.recognise(path):
-            replaced.setdefault(kind.name, []).append(path)
+            record = kind.holds_record(path)
+            if record and not force:
+                raise OutputError(f"{option}: {path} is an earlier medsweep {kind.name} that records {record}; "
+                                  f"replacing it would lose that record and allow a second look at the test set; "
+                                  f"pass --force to replace it, or choose another {option}")
+            if record:
+                forced.append(path)
+            else:
+                replaced.setdefault(kind.name, []).append(path)
             kinds[kind.name] = kind
         elif force:
             forced.append(path)

@@ -94,6 +94,42 @@ def test_export_refuses_a_foreign_file_unless_forced_and_replaces_its_own(tmp_pa
     assert code == 1 and line.startswith("error: study 'nosuch' does not exist"), output
 
 
+def test_outputs_that_record_the_locked_test_are_replaced_only_with_force(tmp_path: Path) -> None:
+    """`train --final` writes the locked test's one measurement into the export and the model: an
+    export or a train run replacing them silently would lose it and allow a second look."""
+    import json
+    import zipfile
+
+    from medsweep.search._overwrite import MODEL, OutputError, check_outputs
+
+    url = _study(tmp_path, tmp_path / "studies.db")
+    best = tmp_path / "best.yaml"
+    assert _run("export", "s", "-o", str(best), "--storage", url)[0] == 0
+    document = yaml.safe_load(best.read_text())
+    document["ensemble_test"] = {"locked": True, "measured": True, "measured_at": "2026-12-05T10:00:00+00:00"}
+    best.write_text(yaml.safe_dump(document))
+    line = _refused("export", "s", "-o", str(best), "--storage", url)
+    assert line == (f"error: -o: {best} is an earlier medsweep export that records the locked test measured by "
+                    "`train --final --ensemble` at 2026-12-05T10:00:00+00:00; replacing it would lose that record "
+                    "and allow a second look at the test set; pass --force to replace it, or choose another -o")
+    assert yaml.safe_load(best.read_text())["ensemble_test"]["measured"] is True
+    code, output = _run("export", "s", "-o", str(best), "--storage", url, "--force")
+    assert code == 0 and "ensemble_test" not in yaml.safe_load(best.read_text()), output
+
+    # a model whose metadata records the test (written by `train --final`) likewise
+    model = tmp_path / "final.keras"
+    metadata = {"class_names": ["a", "b"], "test": {"measured": True, "measured_at": "2026-12-05T11:00:00+00:00"}}
+    with zipfile.ZipFile(model, "w") as archive:
+        archive.writestr("medsweep.json", json.dumps(metadata))
+    with pytest.raises(OutputError, match="records the locked test measured by `train --final` at 2026-12-05T11"):
+        check_outputs([(model, MODEL)], option="-o", force=False)
+    assert check_outputs([(model, MODEL)], option="-o", force=True) == [f"replacing {model} (--force)"]
+    metadata["test"] = {"measured": False}
+    with zipfile.ZipFile(model, "w") as archive:
+        archive.writestr("medsweep.json", json.dumps(metadata))
+    assert check_outputs([(model, MODEL)], option="-o", force=False) == [f"replacing earlier model {model}"]
+
+
 def test_report_never_writes_over_the_database_or_its_model_and_replaces_its_own(tmp_path: Path) -> None:
     victim = tmp_path / "victim.db"
     url = _study(tmp_path, victim)
