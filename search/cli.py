@@ -353,7 +353,7 @@ def create(study: str, data: Any, space_file: str | None, metric: str, pruner: s
               help="Seconds the database may stay unreachable before the workers stop.")
 @click.option("--quiet", is_flag=True, help="No progress display, only warnings and the final line.")
 @click.option("--seed", type=int, help="Seed of the TPE sampler, for a search that can be repeated (one worker; "
-                                       "parallel workers share it and still draw differently).")
+                                       "with --workers N, worker i uses seed + i, so they draw differently).")
 @click.option("--in-process", is_flag=True, hidden=True, help="Run one worker in this process (used by the supervisor).")
 @storage_option
 def worker(study: str, n_trials: int | None, timeout: float | None, budget: str | None, max_failures: int,
@@ -402,8 +402,9 @@ def export(study: str, output: str, prefer: str, force: bool, storage: str) -> N
 
     check_output_path(output, "-o")
     replacing = _check_outputs([(output, EXPORT)], "-o", force, study_database(storage))
-    loaded, settings = load_study(_open(storage), study)
-    document = export_best(loaded, settings, prefer=prefer)
+    opened = _open(storage)
+    loaded, settings = load_study(opened, study)
+    document = export_best(loaded, settings, prefer=prefer, storage=opened)
     path = write_export(document, output)
     _say(replacing)
     ties = document.get("ties") or {}

@@ -103,11 +103,13 @@ class WorkerOptions:
     db_down_limit: float = 300.0
     quiet: bool = False
     budget: float | None = None  # the study's wall budget in seconds (the first worker starts it)
-    seed: int | None = None  # the TPE sampler's seed in every worker process (None: drawn afresh)
+    seed: int | None = None  # the TPE sampler's base seed (None: drawn afresh); see child_arguments
 
-    def child_arguments(self) -> list[str]:
+    def child_arguments(self, seed_offset: int = 0) -> list[str]:
         """The same options for a child `medsweep worker` process (never the storage URL:
-        that travels in the environment, so `ps` cannot show its password)."""
+        that travels in the environment, so `ps` cannot show its password). Each child gets its
+        own sampler seed, `seed + seed_offset`: TPE's random start-up draws come from a per-process
+        stream, so children sharing one seed would all try the same first configurations."""
         args = ["--max-failures", str(self.max_failures), "--max-retries", str(self.max_retries),
                 "--heartbeat-interval", str(self.heartbeat_interval), "--grace-period", str(self.grace_period),
                 "--db-down-limit", f"{self.db_down_limit:g}"]
@@ -122,12 +124,13 @@ class WorkerOptions:
         if self.quiet:
             args.append("--quiet")
         if self.seed is not None:
-            args += ["--seed", str(self.seed)]
+            args += ["--seed", str(self.seed + seed_offset)]
         return args
 
 
-def child_command(study: str, options: WorkerOptions) -> list[str]:
-    return [sys.executable, "-m", "medsweep.search.cli", "worker", study, "--in-process", *options.child_arguments()]
+def child_command(study: str, options: WorkerOptions, seed_offset: int = 0) -> list[str]:
+    return [sys.executable, "-m", "medsweep.search.cli", "worker", study, "--in-process",
+            *options.child_arguments(seed_offset)]
 
 
 def open_worker_storage(storage_url: str, options: WorkerOptions) -> Any:
@@ -249,7 +252,9 @@ def supervise(storage_url: str, study: str, slots: Sequence[WorkerSlot], options
         env = dict(os.environ, CUDA_VISIBLE_DEVICES=slot.cuda_visible_devices, **{LABEL_ENV: slot.label,
                    STORAGE_ENV: storage_url, SUPERVISOR_ENV: str(os.getpid())})
         # Own session: a terminal's Ctrl-C reaches the supervisor only, which forwards it once.
-        return subprocess.Popen(child_command(study, options), env=env, start_new_session=True,
+        # Seeds differ per slot and per restart: a restarted child must not redraw its first trials.
+        offset = slots.index(slot) + len(slots) * restarts.get(slot, 0)
+        return subprocess.Popen(child_command(study, options, offset), env=env, start_new_session=True,
                                 preexec_fn=die_with_parent)
 
     running: dict[WorkerSlot, subprocess.Popen] = {}

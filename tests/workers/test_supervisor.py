@@ -79,6 +79,10 @@ def test_child_command_carries_no_storage_url() -> None:
     assert command[:4] == [sys.executable, "-m", "medsweep.search.cli", "worker"] and "--in-process" in command
     assert "--storage" not in command and not any("://" in part for part in command)
     assert command[command.index("--n-trials") + 1] == "20" and "--quiet" in command
+    assert "--seed" not in command
+    # --seed S --workers N: worker i draws with seed S + i (TPE's start-up draws are per process)
+    seeded = [child_command("study", WorkerOptions(seed=7), offset) for offset in (0, 1)]
+    assert [c[c.index("--seed") + 1] for c in seeded] == ["7", "8"]
 
 
 def test_supervisor_runs_children_without_importing_tensorflow(tmp_path: Path) -> None:
