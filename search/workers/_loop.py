@@ -304,7 +304,7 @@ def run_trials(storage: Any, study: optuna.Study, objective: Any, *, n_trials: i
                     study.sampler = _fixing(base_sampler, decision.fixed)
                 trial = _ask(study)
                 if plan is not None:
-                    trial = _skip_unaffordable(study, plan, trial, n_trials, used)
+                    trial = _skip_unaffordable(study, plan, trial, n_trials)
             if trial is not None:
                 trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
                 if beating:
@@ -393,8 +393,8 @@ def _ask(study: optuna.Study) -> optuna.Trial:
         return study.ask()
 
 
-def _skip_unaffordable(study: optuna.Study, plan: Any, trial: optuna.Trial, n_trials: int | None,
-                       used: int) -> optuna.Trial | None:
+def _skip_unaffordable(study: optuna.Study, plan: Any, trial: optuna.Trial,
+                       n_trials: int | None) -> optuna.Trial | None:
     """`ask` takes queued trials first: a queued promotion that can no longer finish in the budget
     left is told pruned at once, never started, with the reason in `stopped_by`, and the next
     trial asked for, so a cheaper trial runs instead and none is left waiting at the end. None
@@ -407,8 +407,10 @@ def _skip_unaffordable(study: optuna.Study, plan: Any, trial: optuna.Trial, n_tr
             return trial
         trial.set_user_attr(STOPPED_BY, reason)
         study.tell(trial, state=TrialState.PRUNED)
+        trials = study.get_trials(deepcopy=False)  # counted afresh: the dropped trials count too
         queued = any(t.state == TrialState.WAITING for t in trials)
-        if not queued and n_trials is not None and used >= n_trials:
+        retried = retried_numbers(trials)
+        if not queued and n_trials is not None and sum(counts_towards_budget(t, retried) for t in trials) >= n_trials:
             return None
         trial = _ask(study)
 

@@ -39,8 +39,7 @@ FIRST_COST_RATIO = {"frozen": 1.0, "partial": 40.0, "full": 6.0}  # full: 3x at 
 KEEP_SHARE = 1 / 3  # successive halving: the best third of a stage earns the next one
 MAX_PROMOTED = {"partial": 6, "full": 3}  # bounds the queue when the cheap stage ran many trials
 
-from .._record import (FIXED_PARAMS, PROMOTED_FROM, STAGE, STAGES, config_of, epochs_trained, fold_scores, stage_of,  # noqa: E402,F401
-                      stage_of_fraction)
+from .._record import PROMOTED_FROM, STAGE, STAGES, config_of, epochs_trained, fold_scores, stage_of  # noqa: E402
 
 # Study user attribute holding the transferability ranking of the candidate backbones.
 TRANSFERABILITY = "transferability"
@@ -210,8 +209,10 @@ class StagePlan:
         stage = trial.user_attrs.get(STAGE)
         if left <= 0:
             return "not started: the study's wall budget was spent"
-        # Just asked, a queued trial holds its parameters as fixed ones until they are suggested.
-        epochs = trial.params.get("epochs", (trial.system_attrs.get(FIXED_PARAMS) or {}).get("epochs"))
+        # Just asked, a queued promotion has suggested nothing yet: its epochs are its source's
+        # (a promotion copies the source trial's parameters and changes only the depth).
+        source = next((t for t in trials if t.number == trial.user_attrs[PROMOTED_FROM]), None)
+        epochs = trial.params.get("epochs", source.params.get("epochs") if source is not None else None)
         expected = self.trial_seconds(stage, epochs, trials) if isinstance(epochs, int) else None
         if expected is None:
             expected = self.expected_seconds(stage, trials)

@@ -173,12 +173,13 @@ def test_a_stage_costs_its_seconds_per_epoch_and_fold_pruned_trials_included() -
 
 
 def test_a_long_promotion_is_judged_by_its_own_epochs() -> None:
-    trials = [_trained(0, 0.0, 10, 5), _trained(1, PARTIAL_FRACTION, 10, 20), _trained(2, PARTIAL_FRACTION, 10, 20),
+    trials = [_trained(0, 0.0, 10, 5), _trained(1, PARTIAL_FRACTION, 10, 20), _trained(2, PARTIAL_FRACTION, 40, 80),
               _trained(3, 1.0, 10, 40), _trained(4, 1.0, 10, 40)]  # a full trial: 4 s per epoch
+    trials[1].params["epochs"], trials[2].params["epochs"] = 10, 40
     short = trial(5, None, 1.0, state=TrialState.RUNNING, **{PROMOTED_FROM: 1, STAGE: "full"})
     short.params["epochs"] = 10
+    # just asked, a promotion has suggested nothing yet: its epochs are its source's (trial 2's 40)
     long = trial(6, None, 1.0, state=TrialState.RUNNING, **{PROMOTED_FROM: 2, STAGE: "full"})
-    long.system_attrs["fixed_params"] = {"epochs": 40}  # just asked: its parameters are still the queued ones
     assert plan().cannot_finish(short, trials, 50) is None  # 50 s left, 40 s needed
     assert plan().cannot_finish(long, trials, 50) == \
         "not started: 50 s of the budget left, under the 160 s a full trial takes"
