@@ -112,7 +112,7 @@ def run_demo(workdir: Path, storage_url: str | None, n_trials: int, echo: Callab
                on_trial=lambda t: echo(f"    trial {t.number}: {t.state.name.lower()}"
                                        + (f", loss {t.value:.3f}" if t.value is not None else "")))
     echo(status_report(study, settings.metric))
-    export_path = write_export(export_best(study, settings), workdir / "best.yaml")
+    export_path = write_export(export_best(study, settings, storage=storage), workdir / "best.yaml")
     echo(f"3/5 exported the best trial to {export_path}")
     trained = train_from_export(export_path, str(train_dir), workdir / "model.keras")
     echo(f"4/5 retrained on all {dataset.fingerprint['file_count']} images, saved {trained.path}")

@@ -342,20 +342,20 @@ def _describe_range(spec: Any) -> str:
     return f"fixed {spec}"
 
 
-def search_facts(study: Any, settings: Any, *, within_noise: int | None = None,
+def search_facts(study: Any, settings: Any, *, within_noise: int | None = None, storage: Any = None,
                  budget: str | None = None) -> dict[str, Any]:
-    """The card's `search` section from an Optuna study and its StudySettings (no TensorFlow)."""
+    """The card's `search` section from an Optuna study and its StudySettings (no TensorFlow);
+    `storage` (the study's) supplies the wall budget, kept on the study as a system attribute."""
     from optuna.trial import TrialState
 
-    from .workers._budget import BUDGET_SECONDS_ATTR, format_duration
+    from .workers._budget import format_duration, stored_budget_seconds
 
     counts = {name: len(study.get_trials(deepcopy=False, states=(state,)))
               for name, state in (("complete", TrialState.COMPLETE), ("pruned", TrialState.PRUNED),
                                   ("failed", TrialState.FAIL))}
     if budget is None:
         # The wall budget (create/worker --budget) is kept on the study; a trial count is not.
-        storage = study._storage  # optuna keeps no public accessor for a study's system attributes
-        seconds = storage.get_study_system_attrs(study._study_id).get(BUDGET_SECONDS_ATTR)
+        seconds = stored_budget_seconds(storage, study.study_name) if storage is not None else None
         ran = f"{sum(counts.values())} trials run"
         budget = f"wall clock {format_duration(seconds)} ({ran})" if seconds else f"{ran}, no wall-clock budget"
     return {"study": study.study_name, "objective": settings.metric, "direction": settings.direction,

@@ -44,9 +44,11 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
     return study.best_trial
 
 
-def export_best(study: optuna.Study, settings: StudySettings, prefer: str = "best") -> dict[str, Any]:
+def export_best(study: optuna.Study, settings: StudySettings, prefer: str = "best",
+                storage: Any = None) -> dict[str, Any]:
     """The exported-config document for the study's best trial (`prefer="cheapest"`: the cheapest
-    trial among the best and those within noise of it), with the ties and the search's facts."""
+    trial among the best and those within noise of it), with the ties and the search's facts
+    (`storage`, the study's, adds its wall budget)."""
     from .._model_card import search_facts
     from ._ties import preferred_trial
 
@@ -66,7 +68,8 @@ def export_best(study: optuna.Study, settings: StudySettings, prefer: str = "bes
     document["ties"] = {**ties.section(), "exported": "the best trial" if trial.number == ties.best
                         else f"the cheapest of the best and its ties (trial {trial.number}, by wall-clock seconds)"}
     # What the model card of `train --final` says about the search, so it needs no storage.
-    document["search"] = search_facts(study, settings, within_noise=None if ties.reason else len(ties.within))
+    document["search"] = search_facts(study, settings, within_noise=None if ties.reason else len(ties.within),
+                                      storage=storage)
     if trial.number != ties.best:
         document["search"]["selected_how"] = (f"the cheapest (by wall-clock seconds) of the best trial {ties.best} "
                                               "and the trials within noise of it")

@@ -157,8 +157,20 @@ class WallBudget:
 
 
 def store_budget_seconds(storage: Any, study_name: str, seconds: float) -> None:
-    """Record a budget on the study (create --budget); the first worker to start turns it into a deadline."""
-    storage.set_study_system_attr(storage.get_study_id_from_name(study_name), BUDGET_SECONDS_ATTR, float(seconds))
+    """Record a budget on the study (create --budget); the first worker to start turns it into a deadline.
+
+    A study that has a budget keeps it: `create --resume --budget` with another duration is an error
+    (rewriting it would move the start that `status` derives from the deadline), the same duration
+    changes nothing."""
+    from .._errors import StudyError
+
+    study_id = storage.get_study_id_from_name(study_name)
+    stored = storage.get_study_system_attrs(study_id).get(BUDGET_SECONDS_ATTR)
+    if stored is not None and float(stored) != float(seconds):
+        raise StudyError(f"study {study_name!r} has a budget of {float(stored):g} s already, not {float(seconds):g} s; "
+                         "--resume keeps a study as it was created: repeat its --budget, or choose a new study name")
+    if stored is None:
+        storage.set_study_system_attr(study_id, BUDGET_SECONDS_ATTR, float(seconds))
 
 
 def wall_budget(storage: Any, study: optuna.Study, seconds: float | None, lock: Any) -> WallBudget | None:
@@ -179,6 +191,12 @@ def wall_budget(storage: Any, study: optuna.Study, seconds: float | None, lock: 
         storage.set_study_system_attr(study_id, BUDGET_SECONDS_ATTR, float(seconds))
         storage.set_study_system_attr(study_id, DEADLINE_ATTR, now + float(seconds))
         return WallBudget(now, now + float(seconds))
+
+
+def stored_budget_seconds(storage: Any, study_name: str) -> float | None:
+    """The wall budget the study was given (create or worker --budget), in seconds, or None."""
+    seconds = storage.get_study_system_attrs(storage.get_study_id_from_name(study_name)).get(BUDGET_SECONDS_ATTR)
+    return float(seconds) if seconds is not None else None
 
 
 def read_wall_budget(storage: Any, study_name: str) -> WallBudget | None:

@@ -221,6 +221,7 @@ def test_read_only_commands_on_an_empty_database_create_no_tables(postgres_url: 
 
 def test_model_card_names_the_wall_budget_and_the_default_image_size(tmp_path: Path, image_folder: Path) -> None:
     from medsweep.objectives.images import DataSpec, ImageDataset
+    from medsweep.search import StudyError
     from medsweep.search._model_card import card_facts, render_model_card, search_facts
     from medsweep.search.study._study import StudySettings
     from medsweep.search.workers._budget import store_budget_seconds
@@ -228,15 +229,21 @@ def test_model_card_names_the_wall_budget_and_the_default_image_size(tmp_path: P
     url = _sqlite(tmp_path)
     dataset = ImageDataset.open(DataSpec(str(image_folder)))
     settings = StudySettings(dataset.spec, dataset.fingerprint, {"epochs": [1, 2]}, "auc", "maximize", "median")
-    study = optuna.create_study(storage=url, study_name="b", direction="maximize")
+    storage = optuna.storages.RDBStorage(url)
+    study = optuna.create_study(storage=storage, study_name="b", direction="maximize")
     for value in (0.7, 0.8, 0.9):
         study.add_trial(optuna.trial.create_trial(value=value))
     document = {"config": {"backbone": "MobileNet", "image_size": None, "weights": "none"},
                 "objective": {"metric": "auc", "direction": "maximize"}, "study": "b", "trial": 2}
-    without = render_model_card(card_facts(document, {}, search=search_facts(study, settings)))
+    without = render_model_card(card_facts(document, {}, search=search_facts(study, settings, storage=storage)))
     assert "budget: 3 trials run, no wall-clock budget." in without
-    store_budget_seconds(study._storage, "b", 300)  # `create --budget 5m`
-    card = render_model_card(card_facts(document, {}, search=search_facts(study, settings)))
+    store_budget_seconds(storage, "b", 300)  # `create --budget 5m`
+    card = render_model_card(card_facts(document, {}, search=search_facts(study, settings, storage=storage)))
     assert "budget: wall clock 5m (3 trials run)." in card  # was "budget 3 trials run"
+    # `create --resume --budget`: the same budget changes nothing, another one is refused
+    store_budget_seconds(storage, "b", 300)
+    with pytest.raises(StudyError, match="has a budget of 300 s already, not 600 s"):
+        store_budget_seconds(storage, "b", 600)
+    assert "budget: wall clock 5m" in render_model_card(card_facts(document, {}, search=search_facts(study, settings, storage=storage)))
     assert "resized to 224 px" in card
     assert "| image_size | 224 (the backbone's default) |" in card  # was "| image_size | not recorded |"
