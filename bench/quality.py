@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="medsweep-quality-"))
     workdir.mkdir(parents=True, exist_ok=True)
     database = workdir / "quality.db"
-    database.unlink(missing_ok=True)
+    if database.exists():  # an earlier run's study: never replaced silently
+        raise SystemExit(f"error: {database} holds an earlier run's study; remove it or pass another --workdir")
     storage_url = f"sqlite:///{database}"
     storage = open_storage(storage_url)
     started = time.perf_counter()

@@ -85,24 +85,27 @@ def retrain(export_path: str | Path, output: str | Path, *, data_dir: str | None
     if dataset.unread_report():
         notes.insert(0, dataset.unread_report())
     size = config.resolved_image_size
-    if calibrate or (val_dir and not final):
-        # --calibrate holds the study's validation images out to fit the temperature on.
-        data = dataset.arrays(size)
-    else:
-        # Every image the search could use; `all_arrays` never includes a locked test split.
-        images, labels = dataset.all_arrays(size)
-        data = TrialData(dataset.class_names, images, labels, images[:0], labels[:0])
     members = None
     if ensemble:
-        result, members = _train_members(config, dataset, size, ensemble, verbose)
+        # The members decode their own folds (`member_folds`); the pooled out-of-fold outputs
+        # are checked for constant output as a single model's validation outputs are.
+        result, members, held_out = _train_members(config, dataset, size, ensemble, verbose)
         model = result.model
         trained_images = int(len(dataset.plan.development))
+        warnings = _output_warnings(result, model, None, dataset.class_names, final, held_out)
     else:
+        if calibrate or (val_dir and not final):
+            # --calibrate holds the study's validation images out to fit the temperature on.
+            data = dataset.arrays(size)
+        else:
+            # Every image the search could use; `all_arrays` never includes a locked test split.
+            images, labels = dataset.all_arrays(size)
+            data = TrialData(dataset.class_names, images, labels, images[:0], labels[:0])
         result = train_trial(config, data, keep_model=True, verbose=verbose)
         model = result.model
         trained_images = int(len(data.y_train))
+        warnings = _output_warnings(result, model, data, dataset.class_names, final, data.y_val)
     threshold_section = (document.get("threshold") or None) if final else None
-    warnings = _output_warnings(result, model, data, dataset.class_names, final)
     calibration = None
     if calibrate:
         model, calibration, threshold_section = _calibrate(model, result.outputs, data.y_val, dataset, size,
@@ -137,9 +140,10 @@ MAX_ENSEMBLE = 10
 
 
 def _train_members(config: TrialConfig, dataset: ImageDataset, size: int, k: int,
-                   verbose: int) -> tuple[Any, dict[str, Any]]:
+                   verbose: int) -> tuple[Any, dict[str, Any], Any]:
     """K fold models of `config` and their average: (a result holding the ensemble model and the
-    members' pooled out-of-fold outputs, the metadata's `ensemble` section). Each image is
+    members' pooled out-of-fold outputs, the metadata's `ensemble` section, the labels of those
+    outputs). Each image is
     predicted once by the member that did not train on it, so the out-of-fold metrics estimate
     the members without touching the locked test set."""
     import numpy as np
@@ -160,24 +164,28 @@ def _train_members(config: TrialConfig, dataset: ImageDataset, size: int, k: int
             labels.append(np.asarray(fold.y_val))
             outputs.append(np.asarray(member.outputs))
             fold_metrics.append(member.metrics)
+    if not outputs:
+        raise MedsweepError(f"--ensemble {k}: no member had held-out images to predict; the study's data is too "
+                            "small for an ensemble, retrain a single final model")
     model = average_models(models)
     y, p = np.concatenate(labels), np.concatenate(outputs)
     out_of_fold = classification_metrics(y, p, list(dataset.class_names))
     section = {"members": k, "kind": "fold models (each trained on all but one of K folds), probabilities averaged",
                "seeds": [config.seed + i for i in range(k)], "out_of_fold": out_of_fold,
                "fold_sizes": [int(len(f.y_train)) for f in folds]}
-    return TrialResult(config, {}, out_of_fold, model, outputs=p), section
+    return TrialResult(config, {}, out_of_fold, model, outputs=p), section, y
 
 
-def _output_warnings(result: Any, model: Any, data: Any, class_names: Any, final: bool) -> list[str]:
-    """The constant-output warning on the validation outputs (when there are validation images),
-    else, for a plain `train`, on the training images (`--final` checks its test images instead)."""
+def _output_warnings(result: Any, model: Any, data: Any, class_names: Any, final: bool, held_out: Any) -> list[str]:
+    """The constant-output warning on the held-out outputs (`held_out`: their labels; validation
+    images, or an ensemble's pooled out-of-fold images) when there are any, else, for a plain
+    `train`, on the training images of `data` (`--final` checks its test images instead)."""
     from medsweep.objectives.evaluation import predict_probabilities
     from medsweep.objectives.metrics import constant_output_warning
 
-    if result.outputs is not None and len(data.y_val):
-        warning = constant_output_warning(result.outputs, "validation images", list(class_names), labels=data.y_val)
-    elif not final and len(data.y_train):
+    if result.outputs is not None and len(held_out):
+        warning = constant_output_warning(result.outputs, "validation images", list(class_names), labels=held_out)
+    elif not final and data is not None and len(data.y_train):
         # Predicted in chunks: training images may be memory-mapped from disk.
         import numpy as np
 
