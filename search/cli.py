@@ -433,8 +433,8 @@ def train(config_file: str, data_dir: str | None, val_dir: str | None, final: bo
     """Retrain an exported config (from `medsweep export`) and save the model; no study needed.
     With --final, also writes MODEL.card.md (the model card) beside the model."""
     from ._overwrite import MODEL, MODEL_CARD, inputs, study_database
-    from .results._export import check_output_path
-    from .results._retrain import model_card_path, retrain
+    from .results._export import check_output_path, read_export
+    from .results._retrain import model_card_path, refuse_second_measurement, retrain
 
     path = check_output_path(output, "-o", suffix=".keras")  # before training, not after it
     if not final and not data_dir:
@@ -443,6 +443,9 @@ def train(config_file: str, data_dir: str | None, val_dir: str | None, final: bo
         raise click.UsageError("--calibrate needs --final")
     if ensemble and not final:
         raise click.UsageError("--ensemble needs --final")
+    if final:
+        refuse_second_measurement(config_file, read_export(config_file)[1], remeasure,
+                                  "ensemble_test" if ensemble else "test")
     outputs = [(path, MODEL)] + ([(model_card_path(path), MODEL_CARD)] if final else [])
     replacing = _check_outputs(outputs, "-o", force,
                                study_database(None) + inputs([config_file], "the config this command reads"))

@@ -303,9 +303,11 @@ def train_final(export_path: str | Path, output: str | Path, *, data_dir: str | 
                    bootstrap=bootstrap, verbose=verbose, calibrate=calibrate, ensemble=ensemble)
 
 
-def _study_spec(export_path: str | Path, document: dict[str, Any], data_dir: str | None,
-                remeasure: bool, test_key: str = "test") -> DataSpec:
-    """The study's own DataSpec from the export (its data moved to `data_dir` if given)."""
+def refuse_second_measurement(export_path: str | Path, document: dict[str, Any], remeasure: bool,
+                              test_key: str = "test") -> None:
+    """`--final` on an export whose locked test is already measured (by this kind of model) is an
+    error unless --remeasure; `train` checks it before its outputs, so a repeated command names
+    the measurement, not the model file it would replace."""
     if "data" not in document:
         raise MedsweepError(f"{export_path} is not a study export (no data section); --final needs the file "
                             "`medsweep export` wrote")
@@ -317,6 +319,12 @@ def _study_spec(export_path: str | Path, document: dict[str, Any], data_dir: str
             f"{previous.get('measured_at')}; a second measurement after acting on the first is optimistic; pass "
             "--remeasure to overwrite it anyway"
         )
+
+
+def _study_spec(export_path: str | Path, document: dict[str, Any], data_dir: str | None,
+                remeasure: bool, test_key: str = "test") -> DataSpec:
+    """The study's own DataSpec from the export (its data moved to `data_dir` if given)."""
+    refuse_second_measurement(export_path, document, remeasure, test_key)
     try:
         spec = DataSpec.from_dict(document["data"])
         if data_dir:

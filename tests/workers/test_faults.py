@@ -242,7 +242,9 @@ def test_sigterm_exit_stays_under_ten_seconds_with_two_other_workers_loading_the
         postgres_url: str, image_folder: Path, tmp_path: Path) -> None:
     """Three single workers train at once on the machine's cores; one is stopped with SIGTERM:
     it hands its trial back and leaves without TensorFlow's shutdown."""
-    study = create_study(postgres_url, image_folder, tmp_path, space=LONG_SPACE)
+    # 25 epochs of these tiny images take ~2 s: a worker that started first could finish its trial
+    # while the others were still loading TensorFlow, and the signal found no trial to hand back.
+    study = create_study(postgres_url, image_folder, tmp_path, space=LONG_SPACE.replace("epochs: 25", "epochs: 400"))
     workers = [start_worker(study, "--workers", "1", "--n-trials", "50", *FAST, storage=postgres_url,
                             log=tmp_path / f"w{i}.log") for i in range(3)]
     try:
