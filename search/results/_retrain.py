@@ -308,11 +308,8 @@ def refuse_second_measurement(export_path: str | Path, document: dict[str, Any],
     """`--final` on an export whose locked test is already measured (by this kind of model) is an
     error unless --remeasure; `train` checks it before its outputs, so a repeated command names
     the measurement, not the model file it would replace."""
-    if "data" not in document:
-        raise MedsweepError(f"{export_path} is not a study export (no data section); --final needs the file "
-                            "`medsweep export` wrote")
-    previous = document.get(test_key) or {}
-    if previous.get("measured") and not remeasure:
+    previous = document.get(test_key)
+    if isinstance(previous, dict) and previous.get("measured") and not remeasure:
         which = "by an ensemble of this config" if test_key == "ensemble_test" else ""
         raise MedsweepError(
             f"the test set of {export_path} was already measured {which + ' ' if which else ''}at "
@@ -324,6 +321,9 @@ def refuse_second_measurement(export_path: str | Path, document: dict[str, Any],
 def _study_spec(export_path: str | Path, document: dict[str, Any], data_dir: str | None,
                 remeasure: bool, test_key: str = "test") -> DataSpec:
     """The study's own DataSpec from the export (its data moved to `data_dir` if given)."""
+    if "data" not in document:
+        raise MedsweepError(f"{export_path} is not a study export (no data section); --final needs the file "
+                            "`medsweep export` wrote")
     refuse_second_measurement(export_path, document, remeasure, test_key)
     try:
         spec = DataSpec.from_dict(document["data"])
