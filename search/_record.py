@@ -26,7 +26,7 @@ WARNING = "warning"  # one line when a trial's score measures nothing (e.g. cons
 STAGE = "stage"  # a budgeted search's stage: frozen | partial | full
 STAGES = ("frozen", "partial", "full")  # cheapest first
 PROMOTED_FROM = "promoted_from"  # the number of the trial whose config a promoted trial trains deeper
-STOPPED_BY = "stopped_by"  # why a pruned trial stopped when no pruner did it (the wall budget, divergence)
+STOPPED_BY = "stopped_by"  # why a pruned trial stopped: the pruner (where, at what value), the wall budget, divergence
 
 # System attributes (not shown to users).
 WORKER = "medsweep:worker"  # which process ran (or runs) the trial
@@ -115,7 +115,8 @@ def fail_reason_of(trial: FrozenTrial) -> str:
 
 
 def stopped_by_of(trial: FrozenTrial) -> str:
-    """Why a pruned trial stopped when no pruner stopped it (the wall budget, divergence), or ''."""
+    """Why a pruned trial stopped (the pruner, the wall budget, divergence), or '' (older records
+    of trials the pruner stopped)."""
     return str(trial.user_attrs.get(STOPPED_BY) or "")
 
 

@@ -15,6 +15,7 @@ from medsweep.objectives.metrics import classification_metrics, parse_objective,
 
 from .._record import CV_VALIDATION_SHARE, HISTORY_KEYS, TrialRecord, describe_exception
 from ..study._study import StudySettings
+from ._budget import BudgetSpent
 
 # The Keras log each objective is pruned on (balanced accuracy has no per-epoch Keras metric).
 PRUNING_MONITOR = {"auc": "val_auc", "accuracy": "val_accuracy", "loss": "val_loss",
@@ -49,8 +50,13 @@ class TrialObjective:
             pruning = KerasPruningCallback(trial, PRUNING_MONITOR.get(self.settings.metric, "val_auc"))
             result = train_trial(config, data, [recorder, pruning, *self.callbacks])
             result.metrics = self._measure(result, data)
-        except optuna.TrialPruned:
+        except optuna.TrialPruned as pruned:
             record.history(recorder.history)
+            if not isinstance(pruned, BudgetSpent):  # the loop names the budget itself
+                monitor = PRUNING_MONITOR.get(self.settings.metric, "val_auc")
+                seen = recorder.history.get(monitor) or [None]
+                record.stopped_by(self._pruned_reason(f"epoch {len(recorder.history.get(monitor) or [])}",
+                                                      monitor, seen[-1]))
             raise
         except TrainingDiverged as error:
             record.history(recorder.history)
@@ -74,6 +80,14 @@ class TrialObjective:
             record.fail_reason(reason)
             raise ValueError(reason)
         return float(value)
+
+    def _pruned_reason(self, where: str, what: str, value: float | None) -> str:
+        """`stopped_by` of a trial the study's pruner stopped: where, at what value, against what
+        (status and report show it beside the trial)."""
+        against = {"median": "below the median of its stage's trials at that step",
+                   "hyperband": "in its Hyperband bracket"}.get(self.settings.pruner, "by the study's pruner")
+        shown = f" {value:.4f}" if value is not None else ""
+        return f"pruned after {where}: {what}{shown}, {against}"
 
     def _measure(self, result: Any, data: Any) -> dict[str, Any]:
         """The run's validation metrics, plus sensitivity at the study's target specificity
@@ -111,6 +125,8 @@ class TrialObjective:
                 trial.report(float(np.mean(folds.values)), step)
                 if trial.should_prune():
                     folds.write(trial)
+                    record.stopped_by(self._pruned_reason(f"fold {step + 1} of {self.dataset.fold_count}",
+                                                          f"the running mean {metric}", float(np.mean(folds.values))))
                     raise optuna.TrialPruned(f"mean {metric} {np.mean(folds.values):.4f} after fold {step + 1}")
         except optuna.TrialPruned:
             raise

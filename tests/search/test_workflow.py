@@ -120,6 +120,12 @@ def test_pruning_stops_a_trial_below_the_median(tmp_path: Path, image_folder: Pa
     # cut short: it recorded fewer epochs than it was configured for, and its curves survive
     assert len(pruned.intermediate_values) < 3
     assert len(pruned.user_attrs["history"]["val_auc"]) == len(pruned.intermediate_values)
+    # and it says why (status and report show it): where, at what value, against which trials
+    last = max(pruned.intermediate_values)
+    assert pruned.user_attrs["stopped_by"] == (f"pruned after epoch {last + 1}: val_auc "
+                                               f"{pruned.intermediate_values[last]:.4f}, below the median of its "
+                                               "stage's trials at that step")
+    assert "stopped_by" not in trials[0].user_attrs
 
 
 def test_a_diverging_trial_is_pruned_with_its_reason_and_the_search_goes_on(tmp_path: Path, image_folder: Path) -> None:

@@ -71,7 +71,7 @@ def test_light_workers_keep_the_wall_budget(storage_url: str, budget: float, ste
     assert all(t.datetime_complete.timestamp() <= deadline + WRITE_SECONDS
                for t in final if t.state == TrialState.COMPLETE)
     # The budget stops a trial only once the deadline has come, and records it pruned.
-    stopped = [t for t in final if t.user_attrs.get(STOPPED_BY)]
+    stopped = [t for t in final if "wall budget" in t.user_attrs.get(STOPPED_BY, "")]
     assert all(t.state == TrialState.PRUNED and t.datetime_complete.timestamp() >= deadline for t in stopped)
     # A worker starts another trial only with a whole measured trial's time left: it decided
     # after its previous trial completed, and every measured duration is at least `shortest`.
