@@ -84,7 +84,7 @@ class TrialObjective:
     def _pruned_reason(self, where: str, what: str, value: float | None) -> str:
         """`stopped_by` of a trial the study's pruner stopped: where, at what value, against what
         (status and report show it beside the trial)."""
-        against = {"median": "below the median of its stage's trials at that step",
+        against = {"median": "worse than the median of its stage's trials at that step",
                    "hyperband": "in its Hyperband bracket"}.get(self.settings.pruner, "by the study's pruner")
         shown = f" {value:.4f}" if value is not None else ""
         return f"pruned after {where}: {what}{shown}, {against}"

@@ -80,7 +80,7 @@ def test_cross_validated_study_with_pruning_locked_test_final_model_and_evaluati
     assert sorted(bad.intermediate_values) == [0, 1] and len(bad.user_attrs["cv"]["folds"]) == 2
     assert bad.user_attrs["cv"]["ci95"][0] >= 0  # a log loss interval stops at zero
     assert bad.user_attrs["stopped_by"] == (f"pruned after fold 2 of 3: the running mean loss "
-                                            f"{bad.intermediate_values[1]:.4f}, below the median of its stage's "
+                                            f"{bad.intermediate_values[1]:.4f}, worse than the median of its stage's "
                                             "trials at that step")
 
     status = cli("status", "cv", "--storage", storage)

@@ -123,7 +123,7 @@ def test_pruning_stops_a_trial_below_the_median(tmp_path: Path, image_folder: Pa
     # and it says why (status and report show it): where, at what value, against which trials
     last = max(pruned.intermediate_values)
     assert pruned.user_attrs["stopped_by"] == (f"pruned after epoch {last + 1}: val_auc "
-                                               f"{pruned.intermediate_values[last]:.4f}, below the median of its "
+                                               f"{pruned.intermediate_values[last]:.4f}, worse than the median of its "
                                                "stage's trials at that step")
     assert "stopped_by" not in trials[0].user_attrs
 
