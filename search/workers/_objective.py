@@ -54,9 +54,8 @@ class TrialObjective:
             record.history(recorder.history)
             if not isinstance(pruned, BudgetSpent):  # the loop names the budget itself
                 monitor = PRUNING_MONITOR.get(self.settings.metric, "val_auc")
-                seen = recorder.history.get(monitor) or [None]
-                record.stopped_by(self._pruned_reason(f"epoch {len(recorder.history.get(monitor) or [])}",
-                                                      monitor, seen[-1]))
+                seen = recorder.history.get(monitor) or []
+                record.stopped_by(self._pruned_reason(f"epoch {len(seen)}", monitor, seen[-1] if seen else None))
             raise
         except TrainingDiverged as error:
             record.history(recorder.history)
